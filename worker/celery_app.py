@@ -1,0 +1,24 @@
+"""The Celery application. Importing it connects to nothing."""
+
+from __future__ import annotations
+
+from celery import Celery
+from celery.signals import worker_init
+
+app = Celery("ipaas_klaviyo")
+app.config_from_object("celeryconfig")
+app.conf.imports = ("worker.tasks",)
+
+
+@worker_init.connect
+def _fail_fast_on_bad_configuration(**_: object) -> None:
+    """Load settings and the mapping file as the worker starts: a bad mapping file stops
+    the worker with the file and line, instead of failing every task later."""
+    from worker import bootstrap
+
+    bootstrap.check_configuration()
+
+
+def use_redis(redis_url: str) -> None:
+    """Point the app at another Redis (the demo's embedded one, a test's throwaway one)."""
+    app.conf.update(broker_url=redis_url, result_backend=redis_url)

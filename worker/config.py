@@ -1,0 +1,142 @@
+"""Settings, read once from the environment (names in DESIGN.md, "Interfaces").
+
+Secrets are wrapped so that printing settings, a traceback's locals or a repr never shows
+them: they print as ``<SECRET>``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+
+from worker.core.errors import ConfigurationError
+
+
+class Secret(str):
+    """A string that never shows its value when printed or repr'd."""
+
+    def __repr__(self) -> str:
+        return "<SECRET>" if self else "''"
+
+    def __str__(self) -> str:
+        return "<SECRET>" if self else ""
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+    @property
+    def value(self) -> str:
+        return str.__str__(self)
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigurationError(f"{name} must be true or false")
+
+
+def _number(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number") from None
+
+
+def mask_url_password(url: str) -> str:
+    """``redis://:pw@host`` → ``redis://:<SECRET>@host``: URLs may carry credentials."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    creds, _, host = rest.rpartition("@")
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:<SECRET>@{host}"
+
+
+_NO_SECRET = Secret("")
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str = "redis://localhost:6379/0"
+    klaviyo_api_key: Secret = _NO_SECRET
+    klaviyo_base_url: str = "https://a.klaviyo.com"
+    klaviyo_revision: str = "2026-07-15"
+    ipaas_api_token: Secret = _NO_SECRET
+    ipaas_base_url: str = "https://api.ipaas.com"
+    ipaas_system_id: str = ""
+    ipaas_client_id: str | None = None
+    webhook_api_key: Secret = _NO_SECRET
+    mapping_file: str | None = None  # None: the bundled seed mapping
+    generate_events: bool = True
+    sentry_dsn: Secret = _NO_SECRET
+    # Beyond DESIGN.md's list: knobs a production user needs, each with a safe default.
+    default_phone_region: str = "US"
+    create_missing_lists: bool = False
+    http_timeout: float = 15.0
+    sync_max_attempts: int = 8
+    sync_max_retry_seconds: float = 6 * 3600.0
+    retry_base_seconds: float = 2.0
+    retry_cap_seconds: float = 600.0
+    dead_letter_retention_days: float = 30.0
+    dead_letter_max_entries: int = 100_000
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        e = os.environ if env is None else env
+        d = cls()
+        return cls(
+            redis_url=e.get("REDIS_URL", d.redis_url),
+            klaviyo_api_key=Secret(e.get("KLAVIYO_API_KEY", "")),
+            klaviyo_base_url=e.get("KLAVIYO_BASE_URL", d.klaviyo_base_url).rstrip("/"),
+            klaviyo_revision=e.get("KLAVIYO_REVISION", d.klaviyo_revision),
+            ipaas_api_token=Secret(e.get("IPAAS_API_TOKEN", "")),
+            ipaas_base_url=e.get("IPAAS_BASE_URL", d.ipaas_base_url).rstrip("/"),
+            ipaas_system_id=e.get("IPAAS_SYSTEM_ID", ""),
+            ipaas_client_id=e.get("IPAAS_CLIENT_ID") or None,
+            webhook_api_key=Secret(e.get("WEBHOOK_API_KEY", "")),
+            mapping_file=e.get("MAPPING_FILE") or None,
+            generate_events=_flag(e, "GENERATE_EVENTS", True),
+            sentry_dsn=Secret(e.get("SENTRY_DSN", "")),
+            default_phone_region=e.get("DEFAULT_PHONE_REGION", d.default_phone_region).upper(),
+            create_missing_lists=_flag(e, "KLAVIYO_CREATE_MISSING_LISTS", False),
+            http_timeout=_number(e, "HTTP_TIMEOUT", d.http_timeout),
+            sync_max_attempts=int(_number(e, "SYNC_MAX_ATTEMPTS", d.sync_max_attempts)),
+            sync_max_retry_seconds=_number(e, "SYNC_MAX_RETRY_SECONDS", d.sync_max_retry_seconds),
+            retry_base_seconds=_number(e, "RETRY_BASE_SECONDS", d.retry_base_seconds),
+            retry_cap_seconds=_number(e, "RETRY_CAP_SECONDS", d.retry_cap_seconds),
+            dead_letter_retention_days=_number(
+                e, "DEAD_LETTER_RETENTION_DAYS", d.dead_letter_retention_days
+            ),
+            dead_letter_max_entries=int(
+                _number(e, "DEAD_LETTER_MAX_ENTRIES", d.dead_letter_max_entries)
+            ),
+        )
+
+    def describe(self) -> dict[str, str]:
+        """Every setting as text, secrets masked: safe to print or log."""
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = str(value) if not isinstance(value, Secret) else repr(value)
+        out["redis_url"] = mask_url_password(self.redis_url)
+        return out
+
+    def require(self, *names: str) -> None:
+        """Fail with one clear message naming every missing required setting."""
+        missing = [n.upper() for n in names if not getattr(self, n)]
+        if missing:
+            raise ConfigurationError("missing settings: " + ", ".join(missing))

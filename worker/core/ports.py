@@ -1,0 +1,75 @@
+"""The small interfaces the core's services talk through. Real implementations live in
+``worker.adapters``; tests pass small fakes. Nothing here performs I/O itself."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+
+class CustomerSource(Protocol):
+    def get_customer(self, customer_id: str) -> dict[str, Any]: ...
+
+
+class ExternalIdRegistry(Protocol):
+    """iPaaS.com's external-id table for our subscription (system)."""
+
+    def lookup_external_id(self, customer_id: str, table: str = "customer") -> str | None: ...
+
+    def update_external_id(
+        self,
+        customer_id: str,
+        external_id: str,
+        table: str = "customer",
+        tracking_guid: str | None = None,
+    ) -> None: ...
+
+
+class LinkCache(Protocol):
+    """Our own fast copy of customer → Klaviyo profile links."""
+
+    def get(self, customer_id: str) -> str | None: ...
+
+    def set(self, customer_id: str, profile_id: str) -> None: ...
+
+    def delete(self, customer_id: str) -> None: ...
+
+
+class ImportOutcome(Protocol):
+    @property
+    def profile_id(self) -> str: ...
+
+    @property
+    def created(self) -> bool: ...
+
+
+class ProfileWriter(Protocol):
+    """The part of the Klaviyo client the profile and address steps need."""
+
+    def import_profile(
+        self, attributes: dict[str, Any], *, profile_id: str | None = None
+    ) -> ImportOutcome: ...
+
+    def update_profile(self, profile_id: str, attributes: dict[str, Any]) -> None: ...
+
+    def find_profile_id(self, field: str, value: str) -> str | None: ...
+
+
+class ListDirectory(Protocol):
+    """List name → Klaviyo list id, cached; None when no such list exists."""
+
+    def list_id(self, name: str) -> str | None: ...
+
+
+class SubscriptionWriter(Protocol):
+    def subscribe(
+        self,
+        targets: list[Any],
+        *,
+        list_id: str | None,
+        historical_import: bool,
+        custom_source: str = ...,
+    ) -> None: ...
+
+    def unsubscribe(self, targets: list[Any], *, list_id: str | None) -> None: ...
+
+    def remove_profiles_from_list(self, list_id: str, profile_ids: list[str]) -> None: ...

@@ -1,0 +1,275 @@
+"""The three customer steps as services over ports: profile, address, subscriptions.
+
+Each function fetches what it needs through the ports, runs the pure mapping and
+validation, and makes the Klaviyo calls. They raise the worker's errors; deciding between
+retry and dead-letter is the task shell's job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from worker.core import reasons
+from worker.core.directives import parse_directives
+from worker.core.errors import (
+    DuplicateProfile,
+    FieldError,
+    FinalError,
+    ProfileNotFound,
+    ValidationFailed,
+)
+from worker.core.mapping import MappingCollections, map_customer, profile_attributes
+from worker.core.model import UPDATE, MappedCustomer, MappingContext, SubscriptionTarget
+from worker.core.ports import (
+    CustomerSource,
+    ExternalIdRegistry,
+    LinkCache,
+    ListDirectory,
+    ProfileWriter,
+    SubscriptionWriter,
+)
+from worker.core.subscriptions import (
+    REMOVE_FROM_LIST,
+    SUBSCRIBE,
+    UNSUBSCRIBE,
+    SubscriptionAction,
+    lists_named,
+    plan_subscriptions,
+)
+from worker.core.validation import validate_address, validate_profile
+
+LINK_STORE = "link_store"
+IPAAS = "ipaas"
+KLAVIYO = "klaviyo"
+CUSTOM_SOURCE = "iPaaS.com sync"
+# UCLIST_ subscriptions are historical imports: Klaviyo wants a consent time in the past.
+_CONSENT_BACKDATE = timedelta(minutes=1)
+_IDENTIFIER_ORDER = ("external_id", "email", "phone_number")
+
+
+@dataclass
+class Ports:
+    customers: CustomerSource
+    external_ids: ExternalIdRegistry
+    links: LinkCache
+    profiles: ProfileWriter
+    lists: ListDirectory | None = None
+    subscriptions: SubscriptionWriter | None = None
+
+
+@dataclass
+class ProfileSyncResult:
+    customer_id: str
+    profile_id: str
+    created: bool
+    collection: str
+    linked_by: str  # LINK_STORE | IPAAS | KLAVIYO (Klaviyo matched or created the profile)
+
+
+def find_link(customer_id: str, ports: Ports) -> tuple[str | None, str | None]:
+    """GetExternalIdAsync's lookup: our link store, then iPaaS.com's external-id table."""
+    stored = ports.links.get(customer_id)
+    if stored:
+        return stored, LINK_STORE
+    registered = ports.external_ids.lookup_external_id(customer_id)
+    if registered:
+        return registered, IPAAS
+    return None, None
+
+
+def map_profile(
+    customer: dict[str, Any],
+    linked_profile_id: str | None,
+    mapping: MappingCollections,
+    default_region: str,
+) -> MappedCustomer:
+    """Map and validate the profile step; raise ValidationFailed with every problem."""
+    mapped = map_customer(customer, mapping, MappingContext(linked_profile_id, default_region))
+    errors = validate_profile(mapped)
+    if errors:
+        raise ValidationFailed(errors)
+    return mapped
+
+
+def sync_profile(
+    customer_id: str,
+    ports: Ports,
+    mapping: MappingCollections,
+    *,
+    default_region: str,
+    tracking_guid: str | None = None,
+) -> ProfileSyncResult:
+    customer = ports.customers.get_customer(customer_id)
+    linked, source = find_link(customer_id, ports)
+    mapped = map_profile(customer, linked, mapping, default_region)
+    outcome_id, created = upsert_profile(profile_attributes(mapped), mapped.profile_id, ports)
+    if outcome_id != linked or source != LINK_STORE:
+        # iPaaS.com first, our cache second: a cached link then always means iPaaS.com has it
+        # too, and a failed write-back is retried (the retry finds no cached link, Klaviyo's
+        # identity resolution returns the same profile, and the write-back runs again).
+        if outcome_id != linked or source != IPAAS:
+            ports.external_ids.update_external_id(
+                customer_id, outcome_id, tracking_guid=tracking_guid
+            )
+        ports.links.set(customer_id, outcome_id)
+    return ProfileSyncResult(
+        customer_id=customer_id,
+        profile_id=outcome_id,
+        created=created,
+        collection=mapped.collection,
+        linked_by=source if outcome_id == linked and source else KLAVIYO,
+    )
+
+
+def upsert_profile(
+    attributes: dict[str, Any], profile_id: str | None, ports: Ports
+) -> tuple[str, bool]:
+    """One profile-import call in the common case; re-resolve on 404 and 409.
+
+    A 404 for an id we sent means the link is stale (profile deleted or merged) or Klaviyo's
+    odd answer to an id whose identifiers belong elsewhere: retry without the id so Klaviyo
+    resolves by external_id, email, then phone. A 409 names the profile that holds one of our
+    identifiers: update that one. Anything still conflicting is a data problem for a person.
+    """
+    tried: set[str | None] = set()
+    target = profile_id
+    for _ in range(4):
+        try:
+            result = ports.profiles.import_profile(attributes, profile_id=target)
+            return result.profile_id, result.created
+        except ProfileNotFound:
+            tried.add(target)
+            if target is None:
+                break
+            target = None
+        except DuplicateProfile as conflict:
+            tried.add(target)
+            candidate = conflict.duplicate_profile_id or _lookup(attributes, ports)
+            if candidate in tried:
+                break
+            target = candidate
+    raise FinalError(
+        "identifiers resolve to different Klaviyo profiles",
+        reason=reasons.IDENTIFIER_CONFLICT,
+        errors=[
+            FieldError(
+                "identifiers",
+                reasons.IDENTIFIER_CONFLICT,
+                "email, phone number or external id belong to different Klaviyo profiles",
+            )
+        ],
+    )
+
+
+def _lookup(attributes: dict[str, Any], ports: Ports) -> str | None:
+    for field in _IDENTIFIER_ORDER:
+        value = attributes.get(field)
+        if value:
+            found = ports.profiles.find_profile_id(field, str(value))
+            if found:
+                return found
+    return None
+
+
+def _mapped_for_step(
+    customer_id: str,
+    profile_id: str,
+    collection: str,
+    ports: Ports,
+    mapping: MappingCollections,
+    default_region: str,
+) -> MappedCustomer:
+    """Map again with the collection the profile step chose (only ids travel the queue)."""
+    customer = ports.customers.get_customer(customer_id)
+    linked = profile_id if collection == UPDATE else None
+    return map_customer(customer, mapping, MappingContext(linked, default_region))
+
+
+def sync_address(
+    customer_id: str,
+    profile_id: str,
+    collection: str,
+    ports: Ports,
+    mapping: MappingCollections,
+    *,
+    default_region: str,
+) -> dict[str, Any]:
+    """The primary billing address becomes the profile's location; returns it."""
+    mapped = _mapped_for_step(customer_id, profile_id, collection, ports, mapping, default_region)
+    location, errors = validate_address(mapped)
+    if errors or location is None:
+        raise ValidationFailed(errors)
+    ports.profiles.update_profile(profile_id, {"location": location})
+    return location
+
+
+def sync_subscriptions(
+    customer_id: str,
+    profile_id: str,
+    collection: str,
+    ports: Ports,
+    mapping: MappingCollections,
+    *,
+    default_region: str,
+    now: datetime,
+) -> list[SubscriptionAction]:
+    """Apply SubscribeProfile, LIST_ and UCLIST_ directives; returns what was done."""
+    assert ports.lists is not None and ports.subscriptions is not None
+    mapped = _mapped_for_step(customer_id, profile_id, collection, ports, mapping, default_region)
+    directives, errors = parse_directives(mapped)
+    if errors:
+        raise ValidationFailed(errors)
+    actions = plan_subscriptions(directives)
+    list_ids = _resolve_lists(actions, mapped, ports.lists)
+    email = mapped.attributes.get("email")
+    phone = mapped.attributes.get("phone_number")
+    consented_at = (now - _CONSENT_BACKDATE).isoformat()
+    for action in actions:
+        list_id = list_ids.get(action.list_name) if action.list_name else None
+        if action.kind == SUBSCRIBE:
+            target = SubscriptionTarget(
+                email=email,
+                phone_number=phone,
+                profile_id=profile_id,
+                consented_at=consented_at if action.historical_import else None,
+            )
+            ports.subscriptions.subscribe(
+                [target],
+                list_id=list_id,
+                historical_import=action.historical_import,
+                custom_source=CUSTOM_SOURCE,
+            )
+        elif action.kind == UNSUBSCRIBE:
+            target = SubscriptionTarget(email=email, phone_number=phone)
+            ports.subscriptions.unsubscribe([target], list_id=list_id)
+        elif action.kind == REMOVE_FROM_LIST and list_id is not None:
+            ports.subscriptions.remove_profiles_from_list(list_id, [profile_id])
+    return actions
+
+
+def _resolve_lists(
+    actions: list[SubscriptionAction], mapped: MappedCustomer, lists: ListDirectory
+) -> dict[str, str]:
+    resolved: dict[str, str] = {}
+    unknown: list[FieldError] = []
+    for name in lists_named(actions):
+        list_id = lists.list_id(name)
+        if list_id is None:
+            unknown.append(
+                FieldError(_directive_name(name, mapped), reasons.UNKNOWN_LIST,
+                           "no Klaviyo list has this name")
+            )
+        else:
+            resolved[name] = list_id
+    if unknown:
+        raise FinalError("unknown Klaviyo list", reason=reasons.UNKNOWN_LIST, errors=unknown)
+    return resolved
+
+
+def _directive_name(list_name: str, mapped: MappedCustomer) -> str:
+    for destination in mapped.directives:
+        if destination.split("_", 1)[-1] == list_name:
+            return destination
+    return f"LIST_{list_name}"

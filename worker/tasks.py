@@ -1,0 +1,196 @@
+"""Thin Celery shells: decode the ids, call the core service, decide retry or dead-letter.
+
+Every step ends in exactly one of three ways: done (history records it and any old
+dead-letter entry for the step is cleared), retried with backoff, or dead-lettered with a
+reason. Unexpected exceptions are retried like transient ones, so a bug or an outage never
+silently drops a customer: when the budget runs out it lands in the dead-letter store.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from celery import Task
+
+from worker import bootstrap
+from worker.celery_app import app
+from worker.core import reasons
+from worker.core.errors import FinalError, RetryableError, StepOutcome
+from worker.core.retry import backoff_seconds, should_retry
+from worker.core.sync_service import sync_address, sync_profile, sync_subscriptions
+
+logger = logging.getLogger("ipaas_klaviyo.sync")
+
+PROFILE, ADDRESS, LISTS = "profile", "address", "lists"
+StepWork = Callable[[bootstrap.Container], StepOutcome]
+
+
+def _log(customer_id: str, outcome: StepOutcome, tracking_guid: str | None, ms: float) -> None:
+    # One structured line per step outcome: ids, codes and timings only, no personal data.
+    logger.info(
+        json.dumps(
+            {
+                "customer_id": customer_id,
+                "step": outcome.step,
+                "outcome": outcome.outcome,
+                "reason": outcome.reason,
+                "duration_ms": round(ms, 1),
+                "tracking_guid": tracking_guid,
+            }
+        )
+    )
+
+
+def _result(customer_id: str, outcome: StepOutcome, children: list[str] | None = None) -> dict:
+    return {
+        "customer_id": customer_id,
+        "step": outcome.step,
+        "outcome": outcome.outcome,
+        "reason": outcome.reason,
+        "profile_id": outcome.profile_id,
+        "errors": [e.as_dict() for e in outcome.errors],
+        "children": children or [],
+    }
+
+
+def run_step(
+    task: Task,
+    step: str,
+    customer_id: str,
+    tracking_guid: str | None,
+    first_attempt_at: float | None,
+    work: StepWork,
+    retry_kwargs: dict[str, Any],
+) -> StepOutcome:
+    c = bootstrap.container()
+    started = time.monotonic()
+    first = first_attempt_at or time.time()
+    try:
+        outcome = work(c)
+    except FinalError as exc:
+        outcome = StepOutcome(step, "rejected", exc.reason, errors=exc.errors)
+        c.dead_letters.record(
+            customer_id=customer_id, step=step, reason=exc.reason, errors=exc.errors,
+            last_error=str(exc),
+        )
+    except Exception as exc:
+        # Transient by classification (RetryableError) or unknown: retry within budget.
+        # The message of an unexpected error may hold data, so only its type is kept.
+        last_error = str(exc) if isinstance(exc, RetryableError) else type(exc).__name__
+        attempts = task.request.retries + 1
+        if should_retry(attempts, time.time() - first, c.retry_policy):
+            retry_after = exc.retry_after if isinstance(exc, RetryableError) else None
+            countdown = backoff_seconds(
+                task.request.retries, c.retry_policy, retry_after=retry_after
+            )
+            c.history.record(
+                customer_id, StepOutcome(step, "retrying", last_error), tracking_guid=tracking_guid
+            )
+            if not isinstance(exc, RetryableError):
+                logger.exception("unexpected error in %s step for customer %s", step, customer_id)
+            # Our own budget (attempts and total time) decides; Celery's counter is unlimited.
+            raise task.retry(
+                args=(),
+                kwargs={**retry_kwargs, "first_attempt_at": first},
+                countdown=countdown,
+            ) from None
+        outcome = StepOutcome(step, "rejected", reasons.RETRIES_EXHAUSTED)
+        c.dead_letters.record(
+            customer_id=customer_id, step=step, reason=reasons.RETRIES_EXHAUSTED, errors=[],
+            last_error=last_error,
+        )
+    else:
+        c.dead_letters.remove(f"{step}:{customer_id}")
+    elapsed_ms = (time.monotonic() - started) * 1000
+    c.history.record(customer_id, outcome, tracking_guid=tracking_guid, duration_ms=elapsed_ms)
+    _log(customer_id, outcome, tracking_guid, elapsed_ms)
+    return outcome
+
+
+@app.task(bind=True, name="ipaas_klaviyo.sync_customer", max_retries=None)
+def sync_customer(
+    self: Task,
+    customer_id: str,
+    tracking_guid: str | None = None,
+    first_attempt_at: float | None = None,
+) -> dict:
+    """Fetch, map, validate, resolve and upsert one customer; then chain its other steps."""
+    customer_id = str(customer_id)
+    children: list[str] = []
+
+    def work(c: bootstrap.Container) -> StepOutcome:
+        synced = sync_profile(
+            customer_id, c.ports, c.mapping,
+            default_region=c.settings.default_phone_region, tracking_guid=tracking_guid,
+        )
+        args = (customer_id, synced.profile_id, synced.collection)
+        options = {"tracking_guid": tracking_guid}
+        children.append(apply_address.apply_async(args, options).id)
+        children.append(apply_subscriptions.apply_async(args, options).id)
+        return StepOutcome(
+            PROFILE, "created" if synced.created else "updated", profile_id=synced.profile_id
+        )
+
+    outcome = run_step(
+        self, PROFILE, customer_id, tracking_guid, first_attempt_at, work,
+        {"customer_id": customer_id, "tracking_guid": tracking_guid},
+    )
+    return _result(customer_id, outcome, children)
+
+
+@app.task(bind=True, name="ipaas_klaviyo.apply_address", max_retries=None)
+def apply_address(
+    self: Task,
+    customer_id: str,
+    profile_id: str,
+    collection: str,
+    tracking_guid: str | None = None,
+    first_attempt_at: float | None = None,
+) -> dict:
+    """Make the primary billing address the profile's location; a bad address rejects
+    this step only."""
+
+    def work(c: bootstrap.Container) -> StepOutcome:
+        sync_address(
+            customer_id, profile_id, collection, c.ports, c.mapping,
+            default_region=c.settings.default_phone_region,
+        )
+        return StepOutcome(ADDRESS, "synced", profile_id=profile_id)
+
+    outcome = run_step(
+        self, ADDRESS, customer_id, tracking_guid, first_attempt_at, work,
+        {"customer_id": customer_id, "profile_id": profile_id, "collection": collection,
+         "tracking_guid": tracking_guid},
+    )
+    return _result(customer_id, outcome)
+
+
+@app.task(bind=True, name="ipaas_klaviyo.apply_subscriptions", max_retries=None)
+def apply_subscriptions(
+    self: Task,
+    customer_id: str,
+    profile_id: str,
+    collection: str,
+    tracking_guid: str | None = None,
+    first_attempt_at: float | None = None,
+) -> dict:
+    """Apply SubscribeProfile, LIST_ and UCLIST_ to the profile."""
+
+    def work(c: bootstrap.Container) -> StepOutcome:
+        actions = sync_subscriptions(
+            customer_id, profile_id, collection, c.ports, c.mapping,
+            default_region=c.settings.default_phone_region, now=datetime.now(UTC),
+        )
+        return StepOutcome(LISTS, "synced" if actions else "skipped", profile_id=profile_id)
+
+    outcome = run_step(
+        self, LISTS, customer_id, tracking_guid, first_attempt_at, work,
+        {"customer_id": customer_id, "profile_id": profile_id, "collection": collection,
+         "tracking_guid": tracking_guid},
+    )
+    return _result(customer_id, outcome)
