@@ -41,4 +41,3 @@ QUEUES = ("profiles", "addresses", "lists")
 
 worker_send_task_events = True
 task_send_sent_event = True
-worker_hijack_root_logger = False

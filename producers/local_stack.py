@@ -34,6 +34,7 @@ class LocalStack:
     )
     extra_env: dict[str, str] = field(default_factory=dict)
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    log_path: str | None = None  # where the last started worker writes its log
 
     def start_sandboxes(self) -> LocalStack:
         self.klaviyo.start()
@@ -54,6 +55,7 @@ class LocalStack:
             # Short backoff so a demo or test run does not sit out production delays.
             RETRY_BASE_SECONDS=env.get("RETRY_BASE_SECONDS", "0.2"),
             RETRY_CAP_SECONDS=env.get("RETRY_CAP_SECONDS", "2"),
+            SYNC_MAX_ATTEMPTS=env.get("SYNC_MAX_ATTEMPTS", "4"),
         )
         env.update(self.extra_env)
         return env
@@ -71,9 +73,10 @@ class LocalStack:
                      name: str | None = None) -> subprocess.Popen[bytes]:
         args = [sys.executable, "-m", "producers.cli", "worker", "--concurrency",
                 str(concurrency), "--pool", "prefork", "--without-mingle", "--without-gossip",
-                "--loglevel", "WARNING"]
+                "--loglevel", "INFO"]
         if name:
             args += ["--hostname", f"{name}@%h"]
+        self.log_path = log_path
         out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
         process = subprocess.Popen(args, env=self.env(), stdout=out, stderr=subprocess.STDOUT)
         self.workers.append(process)
