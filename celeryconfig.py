@@ -36,6 +36,7 @@ task_routes = {
     "ipaas_klaviyo.sync_customer": {"queue": "profiles"},
     "ipaas_klaviyo.apply_address": {"queue": "addresses"},
     "ipaas_klaviyo.apply_subscriptions": {"queue": "lists"},
+    "ipaas_klaviyo.write_back_links": {"queue": "profiles"},
 }
 QUEUES = ("profiles", "addresses", "lists")
 

@@ -129,6 +129,35 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from producers.serve import serve
+
+    return serve(host=args.host, port=args.port, workers=args.workers)
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    from producers.backfill import Backfill, BackfillOptions
+    from worker import bootstrap
+    from worker.tasks import write_back_links
+
+    c = bootstrap.container()
+
+    def enqueue_write_back(customer_ids: list[str]) -> None:
+        write_back_links.apply_async(kwargs={"customer_ids": customer_ids})
+
+    options = BackfillOptions(path=args.file, dry_run=args.dry_run, limit=args.limit,
+                              restart=args.restart, page_size=args.page_size)
+    backfill = Backfill(c, c.bulk, progress_stream=sys.stderr,
+                        enqueue_write_back=None if args.dry_run else enqueue_write_back)
+    report = backfill.run(options)
+    if report.resumed_after:
+        print(f"resumed after customer #{report.resumed_after} (checkpoint)")
+    print(report.summary + (" (dry run: nothing sent)" if args.dry_run else ""))
+    if report.rejected_ids:
+        print(f"{len(report.rejected_ids)} customers rejected: see `ipaas-klaviyo dlq list`")
+    return EXIT_REJECTED if report.counts["rejected"] else EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from producers.demo import run_demo
 
@@ -157,6 +186,22 @@ def build_parser() -> argparse.ArgumentParser:
     dlq_show = dlq_sub.add_parser("show", help="one entry")
     dlq_show.add_argument("id")
     dlq_show.add_argument("--json", action="store_true")
+    serve = sub.add_parser("serve", help="run the webhook receiver (gunicorn); GET /healthz")
+    serve.add_argument("--host", default="0.0.0.0", help="address to listen on")
+    serve.add_argument("--port", type=int, default=8080, help="port to listen on")
+    serve.add_argument("--workers", type=int, default=None,
+                       help="worker processes (default: RECEIVER_WORKERS, else 2 x cores + 1)")
+    backfill = sub.add_parser("backfill", help="bulk load customers through Klaviyo import jobs")
+    source = backfill.add_mutually_exclusive_group(required=True)
+    source.add_argument("--all", action="store_true", help="every customer in iPaaS.com")
+    source.add_argument("--file", metavar="PATH", help="customers as JSON lines")
+    backfill.add_argument("--dry-run", action="store_true", help="validate and count only")
+    backfill.add_argument("--limit", type=int, default=None, metavar="N",
+                          help="stop after N customers")
+    backfill.add_argument("--restart", action="store_true",
+                          help="ignore the checkpoint of an interrupted run")
+    backfill.add_argument("--page-size", type=int, default=100,
+                          help="customers per iPaaS.com page (--all)")
     demo = sub.add_parser("demo", help="the whole system on embedded defaults")
     demo.add_argument("--concurrency", type=int, default=2, help="worker processes")
     return parser
@@ -170,7 +215,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "worker":
             return cmd_worker(args, extra)
-        handlers = {"sync": cmd_sync, "status": cmd_status, "dlq": cmd_dlq, "demo": cmd_demo}
+        handlers = {"sync": cmd_sync, "status": cmd_status, "dlq": cmd_dlq, "demo": cmd_demo,
+                    "serve": cmd_serve, "backfill": cmd_backfill}
         return handlers[args.command](args)
     except ConfigurationError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)

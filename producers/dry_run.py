@@ -73,6 +73,9 @@ class _ReadOnlyLinks:
     def get(self, customer_id: str) -> str | None:
         return self._real.get(customer_id)
 
+    def lookup(self, customer_id: str) -> tuple[str | None, bool]:
+        return self._real.lookup(customer_id)
+
     def set(self, customer_id: str, profile_id: str) -> None:
         self._log.append({"operation": "store_link", "customer_id": customer_id,
                           "profile_id": profile_id})

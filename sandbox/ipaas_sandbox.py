@@ -98,6 +98,7 @@ class IpaasSandbox:
         self.call_counts: collections.Counter[str] = collections.Counter()
         self._lock = threading.RLock()
         self._customers: dict[str, dict[str, Any]] = {}
+        self._ordered_ids: list[str] | None = None
         # (system id, lower-cased table name, internal id) → external id
         self._links: dict[tuple[str, str, str], str] = {}
         self._scripted: list[_Scripted] = []
@@ -133,11 +134,15 @@ class IpaasSandbox:
         stored = copy.deepcopy(customer)
         stored.setdefault("updated_datetime", _now_iso())
         with self._lock:
-            self._customers[str(customer["id"])] = stored
+            key = str(customer["id"])
+            if key not in self._customers:
+                self._ordered_ids = None
+            self._customers[key] = stored
 
     def remove_customer(self, customer_id: str) -> None:
         with self._lock:
             self._customers.pop(str(customer_id), None)
+            self._ordered_ids = None
 
     def customer(self, customer_id: str) -> dict[str, Any] | None:
         with self._lock:
@@ -173,6 +178,7 @@ class IpaasSandbox:
     def reset(self) -> None:
         with self._lock:
             self._customers.clear()
+            self._ordered_ids = None
             self._links.clear()
             self._scripted.clear()
             self.pagination_header = True
@@ -251,6 +257,9 @@ class IpaasSandbox:
             return _error(400, "unknown filter action")
         total_pages = -(-len(matches) // page_size)
         start = (page_number - 1) * page_size
+        with self._lock:
+            page = [copy.deepcopy(self._customers[key]) for key in matches[start:start + page_size]
+                    if key in self._customers]
         pagination = {
             "current_Page": page_number,
             "total_Pages": total_pages,
@@ -258,20 +267,24 @@ class IpaasSandbox:
             "total_Count": len(matches),
         }
         headers = {"X-Pagination": json.dumps(pagination)} if self.pagination_header else {}
-        return Response(200, matches[start:start + page_size], headers=headers)
+        return Response(200, page, headers=headers)
 
-    def _filtered(self, query: dict[str, str]) -> list[dict[str, Any]] | None:
-        """Customers in id order matching every field filter; None for an unknown action."""
+    def _filtered(self, query: dict[str, str]) -> list[str] | None:
+        """Ids, in id order, of customers matching every filter; None for an unknown action."""
         filters = {k: v for k, v in query.items() if k.lower() not in _LIST_CONTROL_PARAMS}
         check = FILTER_ACTIONS.get(query.get("action", "equals").lower())
         if check is None:
             return None
         with self._lock:
-            ordered = [self._customers[k] for k in sorted(self._customers, key=_id_order)]
+            if self._ordered_ids is None:  # sorted once per change, not once per page
+                self._ordered_ids = sorted(self._customers, key=_id_order)
+            ordered = self._ordered_ids
+            if not filters:
+                return ordered
             return [
-                copy.deepcopy(customer)
-                for customer in ordered
-                if all(_matches(check, customer.get(_snake_case(name)), wanted)
+                key
+                for key in ordered
+                if all(_matches(check, self._customers[key].get(_snake_case(name)), wanted)
                        for name, wanted in filters.items())
             ]
 

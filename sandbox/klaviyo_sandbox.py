@@ -15,6 +15,7 @@ from functools import partial
 from typing import Any
 
 from sandbox.httpserver import Handler, Request, Response, SandboxServer
+from sandbox.klaviyo_bulk_import import BulkImportEndpoints, BulkImportSettings, RowErrorRule
 from sandbox.klaviyo_errors import (
     JSON_API,
     ApiError,
@@ -47,8 +48,10 @@ class KlaviyoSandbox:
         profiles = ProfileEndpoints(self._state, lambda: self.url)
         lists = ListEndpoints(self._state, lambda: self.url)
         consent = SubscriptionEndpoints(self._state)
-        # (method, path, operationId, handler). Later additions (bulk profile import jobs,
-        # events) register here the same way.
+        imports = self._bulk_imports = BulkImportEndpoints(self._state, lambda: self.url)
+        jobs = "/api/profile-bulk-import-jobs"
+        # (method, path, operationId, handler). Later additions (events) register here the
+        # same way.
         self._operations: list[tuple[str, str, str, Handler]] = [
             ("GET", "/api/profiles", "get_profiles", profiles.get_profiles),
             ("POST", "/api/profiles", "create_profile", profiles.create_profile),
@@ -67,6 +70,21 @@ class KlaviyoSandbox:
              consent.bulk_subscribe_profiles),
             ("POST", "/api/profile-subscription-bulk-delete-jobs", "bulk_unsubscribe_profiles",
              consent.bulk_unsubscribe_profiles),
+            ("POST", jobs, "bulk_import_profiles", imports.bulk_import_profiles),
+            ("GET", jobs + "/{job_id}", "get_bulk_import_profiles_job",
+             imports.get_bulk_import_profiles_job),
+            ("GET", jobs + "/{id}/import-errors", "get_errors_for_bulk_import_profiles_job",
+             imports.get_errors_for_bulk_import_profiles_job),
+            ("GET", jobs + "/{id}/profiles", "get_profiles_for_bulk_import_profiles_job",
+             imports.get_profiles_for_bulk_import_profiles_job),
+            ("GET", jobs + "/{id}/relationships/profiles",
+             "get_profile_ids_for_bulk_import_profiles_job",
+             imports.get_profile_ids_for_bulk_import_profiles_job),
+            ("GET", jobs + "/{id}/lists", "get_list_for_bulk_import_profiles_job",
+             imports.get_list_for_bulk_import_profiles_job),
+            ("GET", jobs + "/{id}/relationships/lists",
+             "get_list_ids_for_bulk_import_profiles_job",
+             imports.get_list_ids_for_bulk_import_profiles_job),
         ]
         self._register_routes()
 
@@ -91,6 +109,7 @@ class KlaviyoSandbox:
 
     def reset(self) -> None:
         self._state.clear()
+        self._bulk_imports.settings = BulkImportSettings()
         with self._state.lock:
             self.server.requests.clear()
 
@@ -150,6 +169,37 @@ class KlaviyoSandbox:
 
     def list_members(self, name: str) -> set[str]:
         return self._state.members_of(name)
+
+    # -- bulk profile import jobs ------------------------------------------------------
+
+    @property
+    def bulk_polls_until_complete(self) -> int:
+        """How many GETs of a bulk import job read queued/processing before one runs the
+        import and reads complete (0: the first GET completes it)."""
+        return self._bulk_imports.settings.polls_until_complete
+
+    @bulk_polls_until_complete.setter
+    def bulk_polls_until_complete(self, polls: int) -> None:
+        self._bulk_imports.settings.polls_until_complete = polls
+
+    @property
+    def bulk_row_error(self) -> RowErrorRule | None:
+        """A rule failing chosen rows of bulk imports: attributes -> error code or None."""
+        return self._bulk_imports.settings.row_error
+
+    @bulk_row_error.setter
+    def bulk_row_error(self, rule: RowErrorRule | None) -> None:
+        self._bulk_imports.settings.row_error = rule
+
+    def complete_bulk_import_jobs(self) -> int:
+        """Run every unfinished bulk import job now (as if Klaviyo got to them); returns
+        how many ran."""
+        with self._state.lock:
+            pending = [job for job in self._state.bulk_import_jobs.values()
+                       if job.status not in ("complete", "cancelled")]
+            for job in pending:
+                self._bulk_imports.run(job)
+            return len(pending)
 
     # -- request pipeline ------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from worker.adapters.history import HistoryStore
 from worker.adapters.http import HttpAdapter
 from worker.adapters.ipaas import IpaasClient
 from worker.adapters.klaviyo import KlaviyoClient
+from worker.adapters.klaviyo_bulk import KlaviyoBulkImports
 from worker.adapters.links import LinkStore
 from worker.adapters.list_directory import CachedListDirectory
 from worker.config import Settings
@@ -42,6 +43,10 @@ class Container:
     history: HistoryStore
     lists: CachedListDirectory
     retry_policy: RetryPolicy
+
+    @property
+    def bulk(self) -> KlaviyoBulkImports:
+        return KlaviyoBulkImports(self.klaviyo)
 
     @property
     def ports(self) -> Ports:

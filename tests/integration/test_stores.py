@@ -394,3 +394,16 @@ def test_history_expires(redis_client: redis.Redis) -> None:
     history = HistoryStore(redis_client, ttl_seconds=600)
     history.record("C1", StepOutcome(step="profile", outcome="created", profile_id="P1"))
     assert 0 < redis_client.ttl(history.key("C1")) <= 600
+
+
+def test_unconfirmed_links_read_back_as_unconfirmed_until_set_again(
+    redis_client: redis.Redis,
+) -> None:
+    links = LinkStore(redis_client)
+    links.set_many({"1": "P1", "2": "P2"}, confirmed=False)
+    assert links.lookup("1") == ("P1", False)
+    assert links.get("2") == "P2"
+    assert links.get_many(["1", "2", "3"]) == {"1": "P1", "2": "P2", "3": None}
+    links.set("1", "P1")
+    assert links.lookup("1") == ("P1", True)
+    assert links.lookup("9") == (None, False)

@@ -36,11 +36,18 @@ class FakeExternalIds:
 class FakeLinks:
     links: dict[str, str] = field(default_factory=dict)
 
+    unconfirmed: set[str] = field(default_factory=set)
+
     def get(self, customer_id: str) -> str | None:
         return self.links.get(customer_id)
 
+    def lookup(self, customer_id: str) -> tuple[str | None, bool]:
+        link = self.links.get(customer_id)
+        return link, link is not None and customer_id not in self.unconfirmed
+
     def set(self, customer_id: str, profile_id: str) -> None:
         self.links[customer_id] = profile_id
+        self.unconfirmed.discard(customer_id)
 
     def delete(self, customer_id: str) -> None:
         self.links.pop(customer_id, None)

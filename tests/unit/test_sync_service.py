@@ -170,3 +170,14 @@ def test_unknown_list_and_bad_flag_reject_the_step() -> None:
         sync_subscriptions("2", "P1", UPDATE, make_ports(flag), MAPPING,
                            default_region="US", now=NOW)
     assert caught_flag.value.reason == reasons.INVALID_FLAG
+
+
+def test_unconfirmed_link_from_a_backfill_is_written_back_then_confirmed() -> None:
+    klaviyo = FakeKlaviyo({"P3": {"email": "a@example.com"}})
+    links = FakeLinks({"1": "P3"}, unconfirmed={"1"})
+    ports = make_ports(customer(1, "A", "B", "a@example.com", None), links=links,
+                       profiles=klaviyo)
+    result = run(ports)
+    assert result.profile_id == "P3" and result.collection == UPDATE
+    assert ports.external_ids.writes == [("1", "P3")]  # type: ignore[attr-defined]
+    assert links.lookup("1") == ("P3", True)

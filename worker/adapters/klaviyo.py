@@ -235,6 +235,21 @@ class KlaviyoClient:
             if verdict.verdict is not Verdict.OK:
                 raise self._rejected(operation, response)
 
+    # -- for sibling adapters (bulk import jobs) -----------------------------------------
+
+    def request(
+        self,
+        operation: str,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        body: Any = None,
+    ) -> tuple[requests.Response, Classification]:
+        """One authenticated request to ``path`` on the configured base URL, through the
+        same headers, rate-limit hook and error classification as every call here."""
+        return self._send(operation, method, path, params=params, body=body)
+
     # -- internals ---------------------------------------------------------------------
 
     def _change_members(

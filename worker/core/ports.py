@@ -27,7 +27,9 @@ class ExternalIdRegistry(Protocol):
 class LinkCache(Protocol):
     """Our own fast copy of customer → Klaviyo profile links."""
 
-    def get(self, customer_id: str) -> str | None: ...
+    def lookup(self, customer_id: str) -> tuple[str | None, bool]:
+        """(profile id, whether iPaaS.com's external-id table is known to hold it too)."""
+        ...
 
     def set(self, customer_id: str, profile_id: str) -> None: ...
 

@@ -41,6 +41,7 @@ from worker.core.subscriptions import (
 from worker.core.validation import validate_address, validate_profile
 
 LINK_STORE = "link_store"
+UNCONFIRMED_LINK = "link_store_unconfirmed"
 IPAAS = "ipaas"
 KLAVIYO = "klaviyo"
 CUSTOM_SOURCE = "iPaaS.com sync"
@@ -70,9 +71,10 @@ class ProfileSyncResult:
 
 def find_link(customer_id: str, ports: Ports) -> tuple[str | None, str | None]:
     """GetExternalIdAsync's lookup: our link store, then iPaaS.com's external-id table."""
-    stored = ports.links.get(customer_id)
+    stored, confirmed = ports.links.lookup(customer_id)
     if stored:
-        return stored, LINK_STORE
+        # An unconfirmed link (stored by a backfill) still has to reach iPaaS.com.
+        return stored, LINK_STORE if confirmed else UNCONFIRMED_LINK
     registered = ports.external_ids.lookup_external_id(customer_id)
     if registered:
         return registered, IPAAS
@@ -119,7 +121,7 @@ def sync_profile(
         profile_id=outcome_id,
         created=created,
         collection=mapped.collection,
-        linked_by=source if outcome_id == linked and source else KLAVIYO,
+        linked_by=source if outcome_id == linked and source in (LINK_STORE, IPAAS) else KLAVIYO,
     )
 
 

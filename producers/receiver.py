@@ -1,0 +1,229 @@
+"""The webhook receiver: a WSGI app that turns iPaaS.com notifications into queued syncs.
+
+``POST /webhooks/ipaas`` checks the bearer key, reads at most the body limit, parses the
+notifications (``producers.webhook_parsing``), claims each record in the pending-sync store
+and enqueues a sync for every new claim. It answers 202 only once the work is in Redis; when
+Redis cannot take it, 503 so iPaaS.com delivers again. ``GET /healthz`` (liveness, never
+fails because of Redis) and ``GET /readyz`` (Redis answers PING) serve the orchestrator.
+
+Nothing connects at import or construction time: each process (each gunicorn worker, after
+the fork) builds its own Redis pool and Celery producer on its first request.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from producers.intake import Intake, QueueUnavailable, build_intake
+from producers.webhook_parsing import MalformedBody, parse_body
+from worker.config import Secret, Settings
+from worker.core.errors import ConfigurationError
+
+WEBHOOK_PATH = "/webhooks/ipaas"
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+_READ_CHUNK = 64 * 1024
+
+logger = logging.getLogger("ipaas_klaviyo.receiver")
+
+StartResponse = Callable[..., Any]
+Environ = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ReceiverSettings:
+    webhook_api_key: Secret
+    redis_url: str
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ReceiverSettings:
+        e = os.environ if env is None else env
+        settings = Settings.from_env(e)
+        raw = e.get("WEBHOOK_MAX_BODY_BYTES", "").strip()
+        try:
+            limit = int(raw) if raw else DEFAULT_MAX_BODY_BYTES
+        except ValueError:
+            raise ConfigurationError("WEBHOOK_MAX_BODY_BYTES must be a whole number") from None
+        if limit <= 0:
+            raise ConfigurationError("WEBHOOK_MAX_BODY_BYTES must be positive")
+        return cls(settings.webhook_api_key, settings.redis_url, limit)
+
+    def require_key(self) -> None:
+        # An unset key would mean either accepting everyone or refusing everyone; both are
+        # worse than not starting.
+        if not self.webhook_api_key.value.strip():
+            raise ConfigurationError(
+                "WEBHOOK_API_KEY is not set: the receiver will not start without a key"
+            )
+
+
+class _Reply(Exception):
+    """Ends a request early with a status and a JSON body."""
+
+    def __init__(self, status: str, body: dict[str, Any], headers: list[tuple[str, str]]
+                 | None = None) -> None:
+        super().__init__(status)
+        self.status, self.body, self.headers = status, body, headers or []
+
+
+class WebhookReceiver:
+    def __init__(
+        self,
+        settings: ReceiverSettings,
+        intake_factory: Callable[[str], Intake] = build_intake,
+    ) -> None:
+        settings.require_key()
+        self.settings = settings
+        self._key = settings.webhook_api_key.value.encode()
+        self._intake_factory = intake_factory
+        self._intake: Intake | None = None
+        self._intake_pid: int | None = None
+        self._lock = threading.Lock()
+
+    def intake(self) -> Intake:
+        """This process's connections, built on first use and again after a fork."""
+        pid = os.getpid()
+        if self._intake is None or self._intake_pid != pid:
+            with self._lock:
+                if self._intake is None or self._intake_pid != pid:
+                    self._intake = self._intake_factory(self.settings.redis_url)
+                    self._intake_pid = pid
+        return self._intake
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "").rstrip("/") or "/"
+        method = environ.get("REQUEST_METHOD", "GET")
+        routes = {WEBHOOK_PATH: ("POST", self._webhook), "/healthz": ("GET", self._healthz),
+                  "/readyz": ("GET", self._readyz)}
+        try:
+            if path not in routes:
+                raise _Reply("404 Not Found", {"error": "not found"})
+            allowed, handler = routes[path]
+            if method != allowed:
+                raise _Reply("405 Method Not Allowed", {"error": f"use {allowed}"},
+                             [("Allow", allowed)])
+            status, body, headers = handler(environ)
+        except _Reply as reply:
+            status, body, headers = reply.status, reply.body, reply.headers
+            if path == WEBHOOK_PATH:
+                _log_outcome(status, body, environ)
+        payload = json.dumps(body, separators=(",", ":")).encode()
+        start_response(status, [("Content-Type", "application/json"),
+                                ("Content-Length", str(len(payload))), *headers])
+        return [payload]
+
+    # --- POST /webhooks/ipaas -------------------------------------------------------------
+
+    def _webhook(self, environ: Environ) -> tuple[str, dict[str, Any], list[tuple[str, str]]]:
+        self._authorise(environ)
+        raw = self._read_body(environ)
+        try:
+            parsed = parse_body(raw, environ.get("HTTP_X_CORRELATION_ID"))
+        except MalformedBody as exc:
+            raise _Reply("400 Bad Request", {"error": str(exc)}) from None
+        try:
+            result = self.intake().submit(parsed.requests)
+        except QueueUnavailable:
+            raise _Reply("503 Service Unavailable",
+                         {"error": "queue unavailable, deliver again later"},
+                         [("Retry-After", "5")]) from None
+        body: dict[str, Any] = {
+            "accepted": len(parsed.requests),
+            "coalesced": result.coalesced,
+            "ignored": parsed.ignored,
+            "rejected": [r.as_dict() for r in parsed.rejected],
+        }
+        status = "202 Accepted"
+        if parsed.rejected:
+            status = "400 Bad Request"
+            body["error"] = f"{len(parsed.rejected)} notification(s) rejected; the rest accepted"
+        _log_outcome(status, body, environ, parsed.envelope_id, result.enqueued_ids)
+        return status, body, []
+
+    def _authorise(self, environ: Environ) -> None:
+        scheme, _, token = environ.get("HTTP_AUTHORIZATION", "").strip().partition(" ")
+        # compare_digest runs on every request, matching scheme or not, so timing tells
+        # nothing about the key.
+        matches = hmac.compare_digest(token.strip().encode(), self._key)
+        if not (matches and scheme.lower() == "bearer"):
+            raise _Reply("401 Unauthorized", {"error": "missing or invalid bearer token"},
+                         [("WWW-Authenticate", "Bearer")])
+
+    def _read_body(self, environ: Environ) -> bytes:
+        limit = self.settings.max_body_bytes
+        too_large = _Reply("413 Content Too Large", {"error": f"body larger than {limit} bytes"})
+        declared = environ.get("CONTENT_LENGTH", "").strip()
+        stream = environ["wsgi.input"]
+        if declared:
+            if not declared.isdigit():
+                raise _Reply("400 Bad Request", {"error": "invalid Content-Length"})
+            length = int(declared)
+            if length > limit:
+                raise too_large
+            return _read_exactly(stream, length)
+        if environ.get("wsgi.input_terminated"):
+            # A chunked body of unknown length: one byte past the limit proves it too large.
+            data = _read_exactly(stream, limit + 1)
+            if len(data) > limit:
+                raise too_large
+            return data
+        return b""
+
+    # --- health ---------------------------------------------------------------------------
+
+    def _healthz(self, environ: Environ) -> tuple[str, dict[str, Any], list[tuple[str, str]]]:
+        redis_state = "reachable" if self.intake().redis_answers() else "unreachable"
+        return "200 OK", {"status": "ok", "redis": redis_state}, []
+
+    def _readyz(self, environ: Environ) -> tuple[str, dict[str, Any], list[tuple[str, str]]]:
+        if self.intake().redis_answers():
+            return "200 OK", {"status": "ready", "redis": "reachable"}, []
+        return "503 Service Unavailable", {"status": "unavailable", "redis": "unreachable"}, []
+
+
+def _read_exactly(stream: Any, length: int) -> bytes:
+    chunks: list[bytes] = []
+    remaining = length
+    while remaining > 0:
+        chunk = stream.read(min(remaining, _READ_CHUNK))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+_LOGGED_IDS = 20
+
+
+def _log_outcome(status: str, body: dict[str, Any], environ: Environ,
+                 envelope_id: str | None = None, enqueued_ids: list[str] | None = None) -> None:
+    # Ids and counts only: a notification carries no personal data, and neither may this.
+    line: dict[str, Any] = {"event": "webhook", "status": int(status[:3])}
+    if envelope_id:
+        line["envelope_id"] = envelope_id
+    for key in ("accepted", "coalesced", "ignored"):
+        if key in body:
+            line[key] = body[key]
+    if body.get("rejected"):
+        line["rejected"] = [r["index"] for r in body["rejected"]]
+    if enqueued_ids:
+        line["enqueued"] = enqueued_ids[:_LOGGED_IDS]
+    if "error" in body and not body.get("rejected"):
+        line["error"] = body["error"]
+    correlation = environ.get("HTTP_X_CORRELATION_ID")
+    if correlation:
+        line["correlation_id"] = correlation[:128]
+    logger.info(json.dumps(line, separators=(",", ":")))
+
+
+def create_app(env: Mapping[str, str] | None = None) -> WebhookReceiver:
+    """The receiver configured from the environment (refuses an unset WEBHOOK_API_KEY)."""
+    return WebhookReceiver(ReceiverSettings.from_env(env))

@@ -1,0 +1,178 @@
+"""Pure parsing of iPaaS.com webhook bodies: shapes, key spellings, scopes, ids."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from producers.webhook_parsing import (
+    CUSTOMER,
+    MalformedBody,
+    Rejection,
+    SyncRequest,
+    normalise_scope,
+    parse_body,
+    parse_payload,
+    route,
+)
+
+GUID = "3f2504e0-4f89-11d3-9a0c-0305e82c3301"
+
+
+def notification(**overrides: Any) -> dict[str, Any]:
+    base = {
+        "action": "update", "id": "1001", "external_id": None, "destination": "4242",
+        "scope": "customer/updated", "type": "Customer", "tracking_guid": GUID,
+    }
+    base.update(overrides)
+    return base
+
+
+def ids(payload: Any, correlation_id: str | None = None) -> list[str]:
+    return [r.record_id for r in parse_payload(payload, correlation_id).requests]
+
+
+def test_envelope_yields_one_request_per_customer_notification() -> None:
+    parsed = parse_body(json.dumps({
+        "id": "env-1", "attempt": 0,
+        "notifications": [notification(), notification(id="1002", scope="customer/created")],
+    }).encode())
+    assert parsed.envelope_id == "env-1"
+    assert parsed.requests == [
+        SyncRequest(0, CUSTOMER, "1001", GUID),
+        SyncRequest(1, CUSTOMER, "1002", GUID),
+    ]
+    assert parsed.ignored == 0 and parsed.rejected == []
+
+
+def test_bare_notification_object() -> None:
+    assert ids(notification(id="77")) == ["77"]
+
+
+def test_bare_list_of_notifications() -> None:
+    assert ids([notification(id="1"), notification(id="2")]) == ["1", "2"]
+
+
+def test_pascal_case_keys() -> None:
+    payload = {"Id": "env", "Attempt": 1, "Notifications": [
+        {"Scope": "Customer/Updated", "Id": "5", "TrackingGuid": GUID},
+        {"Scope": "customer/created", "External_Id": "6"},
+        {"SCOPE": "customer/created", "ExternalId": "7", "Tracking_Guid": "g7"},
+    ]}
+    parsed = parse_payload(payload)
+    assert [(r.record_id, r.tracking_guid) for r in parsed.requests] == [
+        ("5", GUID), ("6", None), ("7", "g7")
+    ]
+    assert parsed.envelope_id == "env"
+
+
+def test_exact_snake_case_key_wins_over_a_variant() -> None:
+    assert ids({"Id": "from-pascal", "id": "from-snake", "scope": "customer/created"}) == [
+        "from-snake"
+    ]
+
+
+@pytest.mark.parametrize("scope", [
+    "customer/created", "customer/updated", "CUSTOMER/UPDATED", " Customer/Created ",
+    "customer/updated/debug", "customer/created/DEBUG",
+])
+def test_customer_scopes_route_to_customer_sync(scope: str) -> None:
+    assert route(scope) == CUSTOMER
+
+
+@pytest.mark.parametrize("scope", [
+    "customer/deleted", "customer/category/initialize", "product/poll", "giftcard/created",
+    "transaction/created", "transaction/updated/debug", "customer", "customer/updated/extra",
+])
+def test_other_scopes_are_not_routed(scope: str) -> None:
+    assert route(scope) is None
+
+
+def test_normalise_scope_strips_debug_and_case() -> None:
+    assert normalise_scope("Customer/Updated/Debug") == "customer/updated"
+
+
+def test_ignored_scopes_are_counted_not_rejected() -> None:
+    parsed = parse_payload([notification(scope="product/poll"),
+                            notification(scope="transaction/created", id=None),
+                            notification(id="9")])
+    assert parsed.ignored == 2
+    assert [r.record_id for r in parsed.requests] == ["9"]
+    assert [r.index for r in parsed.requests] == [2]
+    assert parsed.rejected == []
+
+
+def test_external_id_is_used_when_id_is_missing_or_empty() -> None:
+    assert ids([notification(id=None, external_id="E1"),
+                notification(id="  ", external_id="E2")]) == ["E1", "E2"]
+
+
+def test_numbers_become_strings_and_text_is_stripped() -> None:
+    assert ids([notification(id=1001), notification(id=" 42 "), notification(id=7.0)]) == [
+        "1001", "42", "7"
+    ]
+
+
+@pytest.mark.parametrize(("item", "error"), [
+    (notification(id=None), "missing id"),
+    (notification(id=""), "missing id"),
+    (notification(id="   ", external_id=""), "missing id"),
+    ({"scope": "customer/updated"}, "missing id"),
+    (notification(id=True), "invalid id: must be a string or a number"),
+    (notification(id=[1]), "invalid id: must be a string or a number"),
+    (notification(id=1.5), "invalid id: must be a string or a number"),
+    (notification(id="9" * 129), "invalid id: longer than 128 characters"),
+    (notification(scope=None), "missing scope"),
+    (notification(scope=5), "missing scope"),
+    ("customer/updated 1001", "notification is not an object"),
+    (7, "notification is not an object"),
+])
+def test_bad_notifications_are_rejected_with_index_and_reason(item: Any, error: str) -> None:
+    parsed = parse_payload({"notifications": [notification(id="1"), item, notification(id="3")]})
+    assert parsed.rejected == [Rejection(1, error)]
+    assert [r.record_id for r in parsed.requests] == ["1", "3"]
+
+
+def test_rejection_as_dict() -> None:
+    assert Rejection(2, "missing id").as_dict() == {"index": 2, "error": "missing id"}
+
+
+def test_correlation_header_stands_in_for_missing_tracking_guid() -> None:
+    parsed = parse_payload([notification(tracking_guid=None, id="1"), notification(id="2")],
+                           correlation_id=" corr-1 ")
+    assert [r.tracking_guid for r in parsed.requests] == ["corr-1", GUID]
+
+
+def test_empty_envelope_and_empty_list_are_valid_and_empty() -> None:
+    payloads: list[Any] = [{"id": "e", "notifications": []}, []]
+    for payload in payloads:
+        parsed = parse_payload(payload)
+        assert (parsed.requests, parsed.ignored, parsed.rejected) == ([], 0, [])
+
+
+@pytest.mark.parametrize("raw", [b"", b"   ", b"not json", b'{"notifications": [', b"\xff\xfe{"])
+def test_non_json_bodies_are_malformed(raw: bytes) -> None:
+    with pytest.raises(MalformedBody):
+        parse_body(raw)
+
+
+def test_json_error_names_the_position_but_not_the_content() -> None:
+    secret = b'{"email": "ana@example.com", oops}'
+    with pytest.raises(MalformedBody) as caught:
+        parse_body(secret)
+    assert "line 1" in str(caught.value)
+    assert "example.com" not in str(caught.value)
+
+
+@pytest.mark.parametrize("payload", [
+    "customer/updated", 42, None, True,
+    {"notifications": {"scope": "customer/updated", "id": "1"}},
+    {"notifications": "1001"},
+    {"hello": "world"},
+    {},
+])
+def test_wrong_shapes_are_malformed(payload: Any) -> None:
+    with pytest.raises(MalformedBody):
+        parse_payload(payload)
