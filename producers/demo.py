@@ -25,26 +25,29 @@ def _show(outcome: dict | None) -> str:
 
 
 def run_demo(workers: int = 2) -> int:
-    print("starting embedded Redis, the Klaviyo and iPaaS.com sandboxes and a worker ...")
+    print("starting embedded Redis, the Klaviyo and iPaaS.com sandboxes, a worker and the receiver ...")
     with start_redis() as server, LocalStack(server.url) as stack:
         stack.apply_env()
         cases = sample_cases()
         stack.seed(cases)
         stack.start_worker(concurrency=workers)
-        from producers.manual_sync import enqueue_customer, wait_for_steps
-
+        stack.start_receiver()
         started = time.monotonic()
-        pending = [(case, enqueue_customer(case.customer_id, str(uuid.uuid4())))
-                   for case in cases]
+        envelope = {"id": str(uuid.uuid4()), "attempt": 0, "notifications": [
+            {"scope": "customer/created", "id": case.customer_id,
+             "tracking_guid": str(uuid.uuid4())} for case in cases]}
+        status, answer = stack.post("POST", "/webhooks/ipaas", envelope)
+        print(f"POST /webhooks/ipaas with {len(cases)} notifications -> {status} {answer}")
+        outcomes = stack.wait_for_outcomes([case.customer_id for case in cases])
         rows, all_as_expected = [], True
-        for case, result in pending:
-            steps = {o["step"]: o for o in wait_for_steps(result, timeout=120)}
+        for case in cases:
+            steps = outcomes[case.customer_id]
             got = [(step, _show(steps.get(step))) for step, _ in _expected(case)]
             ok = all((want or "-") == have for (_, want), (_, have) in
                      zip(_expected(case), got, strict=True))
             all_as_expected &= ok
             profile = steps["profile"]
-            where = profile.get("profile_id") or profile.get("reason") or ""
+            where = profile.get("reason") or profile.get("profile_id") or ""
             rows.append((case.customer_id, case.case, *(have for _, have in got), where,
                          "yes" if ok else "NO"))
         elapsed = time.monotonic() - started

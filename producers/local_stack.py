@@ -6,8 +6,11 @@ what the tests prove is what the demo shows.
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,6 +23,7 @@ from sandbox.ipaas_sandbox import IpaasSandbox
 from sandbox.klaviyo_sandbox import KlaviyoSandbox
 from sandbox.samples import DOUBLE_OPT_IN_LIST, SEED_LIST, SampleCase
 
+WEBHOOK_KEY = "local-webhook-key"
 KLAVIYO_KEY = "pk_sandbox_key"
 IPAAS_TOKEN = "ipaas-sandbox-token"
 SYSTEM_ID = "4242"
@@ -35,6 +39,7 @@ class LocalStack:
     extra_env: dict[str, str] = field(default_factory=dict)
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
     log_path: str | None = None  # where the last started worker writes its log
+    receiver_port: int | None = None
 
     def start_sandboxes(self) -> LocalStack:
         self.klaviyo.start()
@@ -52,6 +57,7 @@ class LocalStack:
             IPAAS_API_TOKEN=IPAAS_TOKEN,
             IPAAS_BASE_URL=self.ipaas.url,
             IPAAS_SYSTEM_ID=SYSTEM_ID,
+            WEBHOOK_API_KEY=WEBHOOK_KEY,
             # Short backoff so a demo or test run does not sit out production delays.
             RETRY_BASE_SECONDS=env.get("RETRY_BASE_SECONDS", "0.2"),
             RETRY_CAP_SECONDS=env.get("RETRY_CAP_SECONDS", "2"),
@@ -93,6 +99,68 @@ class LocalStack:
             if app.control.ping(timeout=0.5):
                 return
         raise RuntimeError("worker did not answer a ping within 60 s")
+
+    def start_receiver(self, workers: int = 1, timeout: float = 30.0) -> subprocess.Popen[bytes]:
+        """``ipaas-klaviyo serve`` on a free loopback port; returns once it is ready."""
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.receiver_port = int(probe.getsockname()[1])
+        process = subprocess.Popen(
+            [sys.executable, "-m", "producers.cli", "serve", "--host", "127.0.0.1",
+             "--port", str(self.receiver_port), "--workers", str(workers)],
+            env=self.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.workers.append(process)  # stopped with the workers
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"receiver exited with code {process.returncode}")
+            try:
+                if self.post("GET", "/readyz")[0] == 200:
+                    return process
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("receiver did not become ready")
+
+    def post(self, method: str, path: str, body: Any = None) -> tuple[int, dict[str, Any]]:
+        """One request to the receiver, with the stack's webhook key."""
+        assert self.receiver_port is not None, "start_receiver() first"
+        conn = http.client.HTTPConnection("127.0.0.1", self.receiver_port, timeout=10)
+        try:
+            headers = {"Authorization": f"Bearer {WEBHOOK_KEY}",
+                       "Content-Type": "application/json"}
+            conn.request(method, path, None if body is None else json.dumps(body), headers)
+            response = conn.getresponse()
+            return response.status, json.loads(response.read() or b"{}")
+        finally:
+            conn.close()
+
+    def wait_for_outcomes(self, customer_ids: list[str], timeout: float = 120.0
+                          ) -> dict[str, dict[str, dict[str, Any]]]:
+        """Each customer's final outcome per step, read from the sync history: the profile
+        step, and when it succeeded, the address and lists steps it chained."""
+        from worker.adapters.history import HistoryStore
+
+        history = HistoryStore(self.redis())
+        deadline = time.monotonic() + timeout
+        outcomes: dict[str, dict[str, dict[str, Any]]] = {}
+        pending = list(customer_ids)
+        while pending:
+            for cid in list(pending):
+                steps: dict[str, dict[str, Any]] = {}
+                for entry in reversed(history.recent(cid, limit=50)):  # oldest first
+                    if entry["outcome"] != "retrying":
+                        steps[entry["step"]] = entry
+                profile = steps.get("profile")
+                if profile and (profile["outcome"] == "rejected"
+                                or {"address", "lists"} <= steps.keys()):
+                    outcomes[cid] = steps
+                    pending.remove(cid)
+            if pending:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"no outcome yet for customers {pending}")
+                time.sleep(0.1)
+        return outcomes
 
     def seed(self, cases: list[SampleCase]) -> None:
         for case in cases:

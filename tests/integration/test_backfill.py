@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -164,3 +166,36 @@ def _fail_nth_import(n: int) -> Any:
         return None
 
     return interceptor
+
+
+def test_per_row_import_errors_are_dead_lettered(stack: LocalStack, tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "c.jsonl", people(20))
+    stack.klaviyo.bulk_row_error = (
+        lambda attrs: "invalid" if attrs.get("external_id") == "5007" else None)
+    report, _ = run(stack, BackfillOptions(path=path))
+    assert report.counts["sent"] == 19
+    entry = DeadLetterStore(stack.redis()).get("profile:5007")
+    assert entry is not None and entry["reason"] == "klaviyo_rejected"
+    assert container(stack).links.get("5007") is None
+    assert container(stack).links.get("5006") is not None
+
+
+def test_backfill_command_exit_codes(stack: LocalStack, tmp_path: Path) -> None:
+    good = tmp_path / "good.jsonl"
+    good.write_text("".join(json.dumps(r) + "\n" for r in people(5)))
+    bad = write_jsonl(tmp_path / "bad.jsonl", people(5, start=6000) + invalid_people())
+    command = [sys.executable, "-m", "producers.cli", "backfill"]
+    dry = subprocess.run([*command, "--file", bad, "--dry-run"], env=stack.env(),
+                         capture_output=True, text=True, timeout=120)
+    assert dry.returncode == 1 and "dry run: nothing sent" in dry.stdout
+    assert stack.klaviyo.all_profiles() == []
+    done = subprocess.run([*command, "--file", str(good)], env=stack.env(),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "sent 5" in done.stdout and "backfill: read 5" in done.stderr
+    assert len(stack.klaviyo.all_profiles()) == 5
+    failed = subprocess.run([*command, "--file", bad], env=stack.env(),
+                            capture_output=True, text=True, timeout=120)
+    assert failed.returncode == 1
+    assert "rejected 4" in failed.stdout  # three invalid customers and the bad line
+    assert "3 customers rejected" in failed.stdout
