@@ -25,7 +25,8 @@ def _show(outcome: dict | None) -> str:
 
 
 def run_demo(workers: int = 2) -> int:
-    print("starting embedded Redis, the Klaviyo and iPaaS.com sandboxes, a worker and the receiver ...")
+    print("starting embedded Redis, the Klaviyo and iPaaS.com sandboxes, a worker and the "
+          "receiver ...")
     with start_redis() as server, LocalStack(server.url) as stack:
         stack.apply_env()
         cases = sample_cases()
