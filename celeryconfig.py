@@ -23,11 +23,19 @@ task_acks_late = True
 task_reject_on_worker_lost = True
 worker_prefetch_multiplier = 1
 
-# Redis redelivers an unacknowledged message after the visibility timeout. Every retry
-# countdown (RETRY_CAP_SECONDS, default 600 s) must stay well below it, or a message waiting
-# for its ETA would be handed to a second worker.
-VISIBILITY_TIMEOUT_SECONDS = 3600
-broker_transport_options = {"visibility_timeout": VISIBILITY_TIMEOUT_SECONDS}
+# Redis redelivers an unacknowledged message after the visibility timeout
+# (BROKER_VISIBILITY_TIMEOUT). Every retry countdown (RETRY_CAP_SECONDS, default 600 s) stays
+# below it — Settings refuses anything else — or a message waiting for its ETA would be handed
+# to a second worker. It is also how long tasks held by a worker that died wait to come back.
+VISIBILITY_TIMEOUT_SECONDS = _settings.broker_visibility_timeout  # default 3600 s
+broker_transport_options = {
+    "visibility_timeout": VISIBILITY_TIMEOUT_SECONDS,
+    # Sweep for messages past their visibility timeout every tenth of it (at most a minute),
+    # on every sweep: kombu's default (10 s x every 10th sweep) would leave a killed worker's
+    # tasks waiting ~100 s longer than the timeout.
+    "unacked_restore_interval": max(1.0, min(60.0, VISIBILITY_TIMEOUT_SECONDS / 10)),
+    "unacked_restore_throttle": 1,
+}
 result_backend_transport_options = {"visibility_timeout": VISIBILITY_TIMEOUT_SECONDS}
 broker_connection_retry_on_startup = True
 

@@ -93,6 +93,9 @@ class Settings:
     retry_cap_seconds: float = 600.0
     dead_letter_retention_days: float = 30.0
     dead_letter_max_entries: int = 100_000
+    # Redis redelivers a message not acknowledged within this time (a worker that died holding
+    # it, or a countdown waiting in a worker). Every retry countdown must stay below it.
+    broker_visibility_timeout: float = 3600.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -124,7 +127,25 @@ class Settings:
             dead_letter_max_entries=int(
                 _number(e, "DEAD_LETTER_MAX_ENTRIES", d.dead_letter_max_entries)
             ),
-        )
+            broker_visibility_timeout=_number(
+                e, "BROKER_VISIBILITY_TIMEOUT", d.broker_visibility_timeout
+            ),
+        ).checked()
+
+    def checked(self) -> Settings:
+        """Reject combinations that would break a guarantee, with the reason."""
+        if self.retry_cap_seconds >= self.broker_visibility_timeout:
+            raise ConfigurationError(
+                "RETRY_CAP_SECONDS must be below BROKER_VISIBILITY_TIMEOUT: a retry waiting "
+                "longer would be redelivered to a second worker"
+            )
+        if self.sync_max_attempts < 1:
+            raise ConfigurationError("SYNC_MAX_ATTEMPTS must be at least 1")
+        return self
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{k}={v}" for k, v in self.describe().items())
+        return f"Settings({shown})"
 
     def describe(self) -> dict[str, str]:
         """Every setting as text, secrets masked: safe to print or log."""
