@@ -210,13 +210,11 @@ class Backfill:
                       else reasons.KLAVIYO_REJECTED)
             self._dead_letter(Rejection(cid, "profile", reason, [
                 FieldError(error.field or "profile", reason, error.code)]))
-        links: dict[str, str] = {}
-        for profile_id, attributes in self._with_retries(
-                lambda: list(self.bulk.iter_profiles(job.id))):
-            cid = by_external.get(attributes.get("external_id"))
-            if cid is not None:
-                links[cid] = profile_id
-        return links
+        # A row that failed import is simply not found (or found as the profile that already
+        # held its identifiers, which is then the right link).
+        wanted = [ext for ext in by_external if ext]
+        ids = self._with_retries(partial(self.bulk.profile_ids_by_external_id, wanted))
+        return {by_external[ext]: pid for ext, pid in ids.items() if ext in by_external}
 
     def _write_back(self, customer_ids: list[str]) -> None:
         if self._enqueue_write_back is None:

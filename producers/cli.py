@@ -101,8 +101,39 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_dlq_select(args: argparse.Namespace, dead_letters: Any) -> int:
+    from producers import replay
+
+    try:
+        entries, missing = replay.select(dead_letters, ids=args.ids or None, all=args.all,
+                                         reason=args.reason, since=args.since)
+    except replay.SelectionError as exc:
+        print(f"ipaas-klaviyo dlq {args.dlq_command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    for entry_id in missing:
+        print(f"no dead-letter entry {entry_id}", file=sys.stderr)
+    if not entries:
+        print("no dead-letter entries selected")
+        return EXIT_REJECTED if missing else EXIT_OK
+    if args.dlq_command == "purge":
+        for e in entries:
+            print(f"purging {e['id']}\t{e['reason']}\t{e['last_failed_at']}")
+        purged = replay.purge(dead_letters, entries)
+        kept = len(entries) - purged
+        left = f", {kept} left (failed again since selected, or already gone)" if kept else ""
+        print(f"{purged} purged{left}")
+        return EXIT_REJECTED if missing else EXIT_OK
+    report = replay.replay(dead_letters, entries, enqueue=replay.default_enqueue)
+    for line in report.lines():
+        print(line)
+    print(report.summary)
+    return EXIT_REJECTED if missing or report.failed else EXIT_OK
+
+
 def cmd_dlq(args: argparse.Namespace) -> int:
     _, dead_letters, _ = _stores()
+    if args.dlq_command in ("replay", "purge"):
+        return _cmd_dlq_select(args, dead_letters)
     if args.dlq_command == "list":
         entries = dead_letters.list()
         if args.json:
@@ -113,6 +144,10 @@ def cmd_dlq(args: argparse.Namespace) -> int:
         for e in entries:
             fields = ",".join(err["field"] for err in e["errors"])
             print(f"{e['id']}\t{e['step']}\t{e['reason']}\t{fields}\t{e['last_failed_at']}")
+        dropped = dead_letters.dropped_total()
+        if dropped:
+            print(f"{dropped} older entries were dropped (limit {dead_letters.max_entries}, "
+                  f"kept {dead_letters.retention_seconds / 86400:g} days)")
         return EXIT_OK
     entry = dead_letters.get(args.id)
     if entry is None:
@@ -127,6 +162,12 @@ def cmd_dlq(args: argparse.Namespace) -> int:
         for err in entry["errors"]:
             print(f"  - {err['field']}: {err['reason']}: {err['message']}")
     return EXIT_OK
+
+
+def cmd_shell(args: argparse.Namespace) -> int:
+    from producers.shell import run_shell
+
+    return run_shell()
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -186,6 +227,15 @@ def build_parser() -> argparse.ArgumentParser:
     dlq_show = dlq_sub.add_parser("show", help="one entry")
     dlq_show.add_argument("id")
     dlq_show.add_argument("--json", action="store_true")
+    for name, verb in (("replay", "re-enqueue through each entry's own task, then remove it"),
+                       ("purge", "delete without replaying")):
+        selecting = dlq_sub.add_parser(name, help=f"{verb}: ID..., --reason, --since or --all")
+        selecting.add_argument("ids", nargs="*", metavar="ID", help="entry ids, e.g. profile:42")
+        selecting.add_argument("--all", action="store_true", help="every entry")
+        selecting.add_argument("--reason", metavar="CODE", help="entries with this reason code")
+        selecting.add_argument("--since", metavar="TIME",
+                               help="entries failed since TIME: ISO-8601, or 30m, 2h, 7d ago")
+    sub.add_parser("shell", help="interactive admin shell: dead letters, replay, sync, queues")
     serve = sub.add_parser("serve", help="run the webhook receiver (gunicorn); GET /healthz")
     serve.add_argument("--host", default="0.0.0.0", help="address to listen on")
     serve.add_argument("--port", type=int, default=8080, help="port to listen on")
@@ -216,7 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "worker":
             return cmd_worker(args, extra)
         handlers = {"sync": cmd_sync, "status": cmd_status, "dlq": cmd_dlq, "demo": cmd_demo,
-                    "serve": cmd_serve, "backfill": cmd_backfill}
+                    "serve": cmd_serve, "backfill": cmd_backfill, "shell": cmd_shell}
         return handlers[args.command](args)
     except ConfigurationError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)

@@ -22,6 +22,7 @@ import redis
 from sandbox.ipaas_sandbox import IpaasSandbox
 from sandbox.klaviyo_sandbox import KlaviyoSandbox
 from sandbox.samples import DOUBLE_OPT_IN_LIST, SEED_LIST, SampleCase
+from worker.core.rate_limits import scaled_limits
 
 WEBHOOK_KEY = "local-webhook-key"
 KLAVIYO_KEY = "pk_sandbox_key"
@@ -62,6 +63,10 @@ class LocalStack:
             RETRY_BASE_SECONDS=env.get("RETRY_BASE_SECONDS", "0.2"),
             RETRY_CAP_SECONDS=env.get("RETRY_CAP_SECONDS", "2"),
             SYNC_MAX_ATTEMPTS=env.get("SYNC_MAX_ATTEMPTS", "4"),
+            # The sandbox enforces no limits unless asked; the limiter is configured as for an
+            # account with a hundred times the published limits, so volume tests are not
+            # paced by Klaviyo's real quotas. Rate-limit tests set their own.
+            KLAVIYO_RATE_LIMITS=env.get("KLAVIYO_RATE_LIMITS", scaled_limits(100)),
         )
         env.update(self.extra_env)
         return env

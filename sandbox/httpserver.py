@@ -38,6 +38,9 @@ class Response:
 
 Handler = Callable[[Request], Response]
 
+# A handler returning this closes the connection without answering (a dropped connection).
+DROP = Response(0)
+
 
 class SandboxServer:
     """Routes ``(METHOD, '/path/{param}')`` to handlers on a loopback port of its own."""
@@ -120,7 +123,7 @@ class SandboxServer:
             with self._lock:
                 self.requests.append(request)
         response = self._handle(request)
-        if response is None:  # a handler may drop the connection on purpose
+        if response is None or response.status == DROP.status:  # dropped on purpose
             h.close_connection = True
             return
         payload = self._encode(response)

@@ -31,14 +31,31 @@ class ProfileEndpoints:
 
     def get_profiles(self, request: Request) -> Response:
         size = page_size(request, default=20, maximum=100)
-        records = list(self.state.profiles.values())
         if "filter" in request.query:
             conditions = parse_filter(request.query["filter"], PROFILE_FILTERS)
+            records = self._candidates(conditions)
             records = [r for r in records if all(
                 c.matches({"id": r["id"], **r["attributes"]}) for c in conditions)]
+        else:
+            records = list(self.state.profiles.values())
         page, links = paged(records, request, self.base_url(), size)
         data = [profile_resource(r, self.base_url(), request) for r in page]
         return Response(200, {"data": data, "links": links}, content_type=JSON_API)
+
+    def _candidates(self, conditions: list[Any]) -> list[dict[str, Any]]:
+        """Profiles that may match: through the identity index when a condition names an
+        identifier (a scan of every profile would make large tests crawl), else all."""
+        for condition in conditions:
+            if condition.field == "id":
+                found = (self.state.profiles.get(v) for v in condition.values)
+                return [r for r in found if r is not None]
+            if condition.field in ("email", "phone_number", "external_id"):
+                seen: dict[str, dict[str, Any]] = {}
+                for value in condition.values:
+                    for record in self.state.holders(condition.field, value):
+                        seen[record["id"]] = record
+                return sorted(seen.values(), key=lambda r: r["attributes"]["created"])
+        return list(self.state.profiles.values())
 
     def get_profile(self, request: Request) -> Response:
         record = self._existing(request.params["id"])

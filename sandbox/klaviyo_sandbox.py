@@ -8,13 +8,14 @@ wrong content type, list pages of 10, double opt-in, the "+" filter trap).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections import Counter
 from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from sandbox.httpserver import Handler, Request, Response, SandboxServer
+from sandbox.httpserver import DROP, Handler, Request, Response, SandboxServer
 from sandbox.klaviyo_bulk_import import BulkImportEndpoints, BulkImportSettings, RowErrorRule
 from sandbox.klaviyo_errors import (
     JSON_API,
@@ -25,6 +26,7 @@ from sandbox.klaviyo_errors import (
     not_found,
     unsupported_media_type,
 )
+from sandbox.klaviyo_limits import RateLimiter, tier_limits
 from sandbox.klaviyo_lists import ListEndpoints
 from sandbox.klaviyo_profiles import ProfileEndpoints
 from sandbox.klaviyo_state import CONSENT_STATES, IDENTIFIERS, KlaviyoState
@@ -44,6 +46,7 @@ class KlaviyoSandbox:
         self.api_key, self.revision = api_key, revision
         self.server = SandboxServer()
         self.interceptors: list[Interceptor] = []
+        self._rate_limiter: RateLimiter | None = None
         self._state = KlaviyoState()
         profiles = ProfileEndpoints(self._state, lambda: self.url)
         lists = ListEndpoints(self._state, lambda: self.url)
@@ -108,8 +111,10 @@ class KlaviyoSandbox:
         return self.server.url
 
     def reset(self) -> None:
+        """Forget all data and settings (rate limits off); interceptors stay installed."""
         self._state.clear()
         self._bulk_imports.settings = BulkImportSettings()
+        self._rate_limiter = None
         with self._state.lock:
             self.server.requests.clear()
 
@@ -170,6 +175,29 @@ class KlaviyoSandbox:
     def list_members(self, name: str) -> set[str]:
         return self._state.members_of(name)
 
+    @property
+    def operation_ids(self) -> list[str]:
+        return [operation_id for _, _, operation_id, _ in self._operations]
+
+    # -- rate limits -------------------------------------------------------------------
+
+    def enforce_rate_limits(self, scale: float = 1.0,
+                            limits: dict[str, tuple[int, int]] | None = None) -> None:
+        """Throttle like Klaviyo: per tier, fixed 1 s burst and 60 s steady windows with the
+        documented counts times ``scale``; ``limits`` sets chosen tiers' (burst, steady)
+        exactly. Starts with fresh counts and statistics."""
+        self._rate_limiter = RateLimiter(tier_limits(scale, limits))
+
+    def disable_rate_limits(self) -> None:
+        self._rate_limiter = None
+
+    def rate_stats(self) -> dict[str, dict[str, int]]:
+        """Per tier that saw traffic since limits were enforced: its limits, the most requests
+        that arrived in one second and in one minute, how many were throttled, and how many
+        reached the limiter in all."""
+        limiter = self._rate_limiter
+        return limiter.stats() if limiter is not None else {}
+
     # -- bulk profile import jobs ------------------------------------------------------
 
     @property
@@ -220,15 +248,32 @@ class KlaviyoSandbox:
                 self._state.call_counts[operation_id] += 1
             try:
                 self._check_protocol(request)
-                for interceptor in self.interceptors:
-                    override = interceptor(request, operation_id)
-                    if override is not None:
-                        return override
-                with self._state.lock:
-                    return handler(request)
             except ApiError as error:
                 return error.response()
+            limiter = self._rate_limiter
+            if limiter is None:
+                return self._answer(request, operation_id, handler)
+            admission = limiter.admit(operation_id)
+            if admission.refusal is not None:
+                return admission.refusal
+            response = self._answer(request, operation_id, handler)
+            if response.status in (DROP.status, 429):  # Klaviyo sends no RateLimit-* on a 429
+                return response
+            # A copy: an interceptor may hand out the same Response object every time.
+            return dataclasses.replace(response, headers={**response.headers,
+                                                          **admission.headers})
         return run
+
+    def _answer(self, request: Request, operation_id: str, handler: Handler) -> Response:
+        try:
+            for interceptor in self.interceptors:
+                override = interceptor(request, operation_id)
+                if override is not None:
+                    return override
+            with self._state.lock:
+                return handler(request)
+        except ApiError as error:
+            return error.response()
 
     def _check_protocol(self, request: Request) -> None:
         if request.headers.get("authorization") != f"Klaviyo-API-Key {self.api_key}":

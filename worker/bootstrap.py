@@ -22,9 +22,12 @@ from worker.adapters.klaviyo import KlaviyoClient
 from worker.adapters.klaviyo_bulk import KlaviyoBulkImports
 from worker.adapters.links import LinkStore
 from worker.adapters.list_directory import CachedListDirectory
+from worker.adapters.rate_limited_http import RateLimitedHttp
+from worker.adapters.rate_limiter import RedisRateLimiter, account_id
 from worker.config import Settings
 from worker.core.errors import ConfigurationError
 from worker.core.mapping import MappingCollections, load_mapping
+from worker.core.rate_limits import effective_limits, parse_limits
 from worker.core.retry import RetryPolicy
 from worker.core.sync_service import Ports
 
@@ -43,6 +46,7 @@ class Container:
     history: HistoryStore
     lists: CachedListDirectory
     retry_policy: RetryPolicy
+    limiter: RedisRateLimiter
 
     @property
     def bulk(self) -> KlaviyoBulkImports:
@@ -86,6 +90,13 @@ def build(settings: Settings) -> Container:
     mapping = load_mapping_file(settings.mapping_file)
     client = redis_client(settings)
     http = HttpAdapter(http_session(), timeout=settings.http_timeout)
+    # Every Klaviyo call takes a slot from the fleet-wide limiter first; iPaaS.com calls don't.
+    limiter = RedisRateLimiter(
+        client,
+        account_id(settings.klaviyo_api_key.value),
+        effective_limits(parse_limits(settings.klaviyo_rate_limits)),
+        max_wait_seconds=settings.rate_limit_max_wait_seconds,
+    )
     ipaas = IpaasClient(
         http,
         settings.ipaas_base_url,
@@ -94,7 +105,7 @@ def build(settings: Settings) -> Container:
         client_id=settings.ipaas_client_id,
     )
     klaviyo = KlaviyoClient(
-        http,
+        RateLimitedHttp(HttpAdapter(http_session(), timeout=settings.http_timeout), limiter),
         base_url=settings.klaviyo_base_url,
         api_key=settings.klaviyo_api_key.value,
         revision=settings.klaviyo_revision,
@@ -121,6 +132,7 @@ def build(settings: Settings) -> Container:
             cap_seconds=settings.retry_cap_seconds,
             max_total_seconds=settings.sync_max_retry_seconds,
         ),
+        limiter=limiter,
     )
 
 

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
 from worker.core.errors import ConfigurationError
+from worker.core.rate_limits import parse_limits
 
 
 class Secret(str):
@@ -96,6 +97,10 @@ class Settings:
     # Redis redelivers a message not acknowledged within this time (a worker that died holding
     # it, or a countdown waiting in a worker). Every retry countdown must stay below it.
     broker_visibility_timeout: float = 3600.0
+    # Klaviyo limits per tier, e.g. "L=75/750,M=10/150" (burst per second / steady per
+    # minute) for accounts whose tiers differ from the published ones; empty: published.
+    klaviyo_rate_limits: str = ""
+    rate_limit_max_wait_seconds: float = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -130,6 +135,10 @@ class Settings:
             broker_visibility_timeout=_number(
                 e, "BROKER_VISIBILITY_TIMEOUT", d.broker_visibility_timeout
             ),
+            klaviyo_rate_limits=e.get("KLAVIYO_RATE_LIMITS", ""),
+            rate_limit_max_wait_seconds=_number(
+                e, "RATE_LIMIT_MAX_WAIT_SECONDS", d.rate_limit_max_wait_seconds
+            ),
         ).checked()
 
     def checked(self) -> Settings:
@@ -139,6 +148,7 @@ class Settings:
                 "RETRY_CAP_SECONDS must be below BROKER_VISIBILITY_TIMEOUT: a retry waiting "
                 "longer would be redelivered to a second worker"
             )
+        parse_limits(self.klaviyo_rate_limits)  # fails here, at start, on a bad value
         if self.sync_max_attempts < 1:
             raise ConfigurationError("SYNC_MAX_ATTEMPTS must be at least 1")
         return self

@@ -71,13 +71,16 @@ def run_step(
     c = bootstrap.container()
     started = time.monotonic()
     first = first_attempt_at or time.time()
+    # Ids (never data) a replay needs to rerun this step through its own task.
+    context = {k: str(retry_kwargs[k]) for k in ("profile_id", "collection")
+               if retry_kwargs.get(k)} or None
     try:
         outcome = work(c)
     except FinalError as exc:
         outcome = StepOutcome(step, "rejected", exc.reason, errors=exc.errors)
         c.dead_letters.record(
             customer_id=customer_id, step=step, reason=exc.reason, errors=exc.errors,
-            last_error=str(exc),
+            last_error=str(exc), context=context,
         )
     except Exception as exc:
         # Transient by classification (RetryableError) or unknown: retry within budget.
@@ -103,7 +106,7 @@ def run_step(
         outcome = StepOutcome(step, "rejected", reasons.RETRIES_EXHAUSTED)
         c.dead_letters.record(
             customer_id=customer_id, step=step, reason=reasons.RETRIES_EXHAUSTED, errors=[],
-            last_error=last_error,
+            last_error=last_error, context=context,
         )
     else:
         c.dead_letters.remove(f"{step}:{customer_id}")

@@ -6,13 +6,16 @@ Layout under the prefix:
   ``dlq:by_time``           sorted set id → last failure (epoch seconds): listing and trimming
   ``dlq:customer:{id}``     set of entry ids naming that customer; may hold stale ids, which
                             readers skip and drop, and expires with the retention period
+  ``dlq:dropped_total``     how many entries trimming dropped (age or count), ever
 
-Entries hold field names, reason codes and messages only, never the values that failed.
+Entries hold field names, reason codes and messages only, never the values that failed; an
+``address`` or ``lists`` entry also holds the ids its step needs to run again (``context``).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -21,6 +24,8 @@ import redis
 
 from worker.adapters.links import require_decoded
 from worker.core.errors import FieldError
+
+logger = logging.getLogger("ipaas_klaviyo.dead_letters")
 
 Clock = Callable[[], datetime]
 Entry = dict[str, Any]
@@ -46,6 +51,21 @@ end
 local customer_id = redis.call('HGET', KEYS[2], 'customer_id')
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('DEL', KEYS[2])
+return customer_id or 'null'
+"""
+
+# Deletes an entry, and when ARGV[2] is not empty only if its last failure is still the one
+# the caller saw: a replay must never delete a failure recorded after it looked.
+# Returns the entry's JSON customer id ("null" when none) when removed, nil otherwise.
+_REMOVE_IF_LAST_FAILED_AT = """
+if ARGV[2] ~= '' and redis.call('HGET', KEYS[2], 'last_failed_at') ~= ARGV[2] then
+  return nil
+end
+local customer_id = redis.call('HGET', KEYS[2], 'customer_id')
+local removed = redis.call('DEL', KEYS[2]) + redis.call('ZREM', KEYS[1], ARGV[1])
+if removed == 0 then
+  return nil
+end
 return customer_id or 'null'
 """
 
@@ -78,10 +98,12 @@ class DeadLetterStore:
         self._redis = client
         self._prefix = f"{prefix}:dlq"
         self.index_key = f"{self._prefix}:by_time"
+        self.dropped_key = f"{self._prefix}:dropped_total"
         self.retention_seconds = retention_seconds
         self.max_entries = max_entries
         self._now = now
         self._drop_if_unchanged = client.register_script(_DROP_IF_UNCHANGED)
+        self._remove_if_unchanged = client.register_script(_REMOVE_IF_LAST_FAILED_AT)
 
     def entry_key(self, entry_id: str) -> str:
         return f"{self._prefix}:entry:{entry_id}"
@@ -98,7 +120,10 @@ class DeadLetterStore:
         errors: list[FieldError],
         transaction_id: str | None = None,
         last_error: str | None = None,
+        context: dict[str, str] | None = None,
     ) -> Entry:
+        """Record a failure; ``context`` holds the ids (never data) that replay needs to run
+        the step through its own task, e.g. ``{"profile_id": ..., "collection": ...}``."""
         entry_id = _entry_id(step, customer_id, transaction_id)
         moment = self._now()
         stamp = iso_utc(moment)
@@ -115,6 +140,8 @@ class DeadLetterStore:
             fields["transaction_id"] = transaction_id
         if customer_id is not None:
             fields["customer_id"] = customer_id
+        if context is not None:
+            fields["context"] = {name: str(value) for name, value in context.items()}
         # One MULTI: two workers re-recording the same entry each add their attempt, and the
         # earliest first_failed_at / an already known customer id are kept.
         pipe = self._redis.pipeline(transaction=True)
@@ -153,20 +180,19 @@ class DeadLetterStore:
                 break
         return found
 
-    def remove(self, entry_id: str) -> bool:
-        key = self.entry_key(entry_id)
-
-        def delete_watched(pipe: Any) -> None:
-            raw_customer = pipe.hget(key, "customer_id")
-            pipe.multi()
-            pipe.delete(key)
-            pipe.zrem(self.index_key, entry_id)
-            customer_id = json.loads(raw_customer) if raw_customer else None
-            if customer_id is not None:
-                pipe.srem(self.customer_key(customer_id), entry_id)
-
-        results = cast(list[int], self._redis.transaction(delete_watched, key))
-        return bool(results[0] or results[1])
+    def remove(self, entry_id: str, *, if_last_failed_at: str | None = None) -> bool:
+        """Delete an entry; with ``if_last_failed_at``, only while its last failure is still
+        that one. True when something was deleted."""
+        expected = "" if if_last_failed_at is None else json.dumps(if_last_failed_at)
+        raw_customer = self._remove_if_unchanged(
+            keys=[self.index_key, self.entry_key(entry_id)], args=[entry_id, expected]
+        )
+        if raw_customer is None:
+            return False
+        customer_id = json.loads(raw_customer)
+        if customer_id is not None:
+            self._redis.srem(self.customer_key(customer_id), entry_id)
+        return True
 
     def for_customer(self, customer_id: str) -> EntryList:
         index = self.customer_key(customer_id)
@@ -189,17 +215,35 @@ class DeadLetterStore:
     def count(self) -> int:
         return int(self._redis.zcard(self.index_key))
 
+    def dropped_total(self) -> int:
+        """How many entries trimming has dropped since the store began."""
+        return int(cast(str | None, self._redis.get(self.dropped_key)) or 0)
+
     def trim(self) -> int:
-        """Drop entries past retention, then the oldest beyond ``max_entries``."""
+        """Drop entries past retention, then the oldest beyond ``max_entries``; count the
+        drops and log them, so nothing leaves the store unnoticed."""
         expired = self._redis.zrangebyscore(
             self.index_key, "-inf", f"({self._retention_cutoff()}", withscores=True
         )
-        dropped = self._drop(cast(ScoredIds, expired))
+        by_age = self._drop(cast(ScoredIds, expired))
+        by_count = 0
         excess = self.count() - self.max_entries
         if excess > 0:
             oldest = self._redis.zrange(self.index_key, 0, excess - 1, withscores=True)
-            dropped += self._drop(cast(ScoredIds, oldest))
-        return dropped
+            by_count = self._drop(cast(ScoredIds, oldest))
+        if by_age or by_count:
+            self._redis.incrby(self.dropped_key, by_age + by_count)
+        if by_age:
+            logger.warning(
+                "dead-letter store dropped %d entries older than its retention of %s",
+                by_age, _span(self.retention_seconds),
+            )
+        if by_count:
+            logger.warning(
+                "dead-letter store dropped its %d oldest entries to stay within %d entries",
+                by_count, self.max_entries,
+            )
+        return by_age + by_count
 
     def _retention_cutoff(self) -> float:
         return self._now().timestamp() - self.retention_seconds
@@ -246,6 +290,13 @@ class DeadLetterStore:
             offset += len(entry_ids)
 
 
+def _span(seconds: int) -> str:
+    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size} {unit}"
+    return f"{seconds} seconds"
+
+
 def _entry_id(step: str, customer_id: str | None, transaction_id: str | None) -> str:
     # A transaction's entry is named for the transaction: one customer can have several.
     subject = transaction_id if step == TRANSACTION_STEP else customer_id or transaction_id
@@ -261,4 +312,6 @@ def _decode(stored: dict[str, str]) -> Entry:
     entry["attempts"] = int(values.get("attempts") or 0)
     if values.get("step") == TRANSACTION_STEP:
         entry["transaction_id"] = values.get("transaction_id")
+    if values.get("context") is not None:
+        entry["context"] = values["context"]
     return entry

@@ -23,7 +23,7 @@ import requests
 
 from worker.adapters import klaviyo_errors as kerrors
 from worker.adapters.klaviyo import KlaviyoClient
-from worker.adapters.klaviyo_payloads import without_nones
+from worker.adapters.klaviyo_payloads import any_filter, chunks, unique, without_nones
 from worker.adapters.klaviyo_responses import data_items, json_object, next_link
 from worker.core.classify import Verdict
 from worker.core.errors import FieldError, FinalError, KlaviyoRejected, RetryableError
@@ -131,6 +131,26 @@ class KlaviyoBulkImports:
             profile_id, attributes = item.get("id"), item.get("attributes")
             if isinstance(profile_id, str) and profile_id:
                 yield profile_id, attributes if isinstance(attributes, dict) else {}
+
+    def profile_ids_by_external_id(self, external_ids: list[str]) -> dict[str, str]:
+        """external_id → Klaviyo profile id, 100 per ``get_profiles`` call.
+
+        The backfill reads its links back this way rather than through the job's profile
+        listing: ``get_profiles`` is L tier (750/min), the job listing M tier (150/min), so a
+        100,000-customer backfill spends 80 s on this instead of 400 s.
+        """
+        found: dict[str, str] = {}
+        for chunk in chunks(unique(external_ids), PAGE_SIZE):
+            params = {"filter": any_filter("external_id", chunk),
+                      "fields[profile]": "external_id"}
+            for item in self._pages("get_profiles", "/api/profiles", params):
+                profile_id, attributes = item.get("id"), item.get("attributes") or {}
+                if not isinstance(attributes, dict):
+                    continue
+                external_id = attributes.get("external_id")
+                if isinstance(profile_id, str) and isinstance(external_id, str):
+                    found.setdefault(external_id, profile_id)
+        return found
 
     def _pages(self, operation: str, path: str, params: dict[str, Any]
                ) -> Iterator[dict[str, Any]]:

@@ -1,0 +1,175 @@
+"""``ipaas-klaviyo shell``: a Python prompt with the stores, replay and queues at hand.
+
+``build_namespace`` makes the helpers without a terminal, so tests drive the very functions
+an operator types. Helpers print ids, reason codes and counts; the records themselves stay
+in iPaaS.com and Klaviyo.
+"""
+
+from __future__ import annotations
+
+import code
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from producers import replay as replaying
+from worker.adapters.dead_letters import DeadLetterStore
+from worker.adapters.history import HistoryStore
+from worker.adapters.links import LinkStore
+from worker.config import Settings
+
+HELP = (
+    ("dlq", "the dead-letter store: dlq.list(), dlq.get(id), dlq.count(), dlq.trim()"),
+    ("dead_letters(reason=None)", "dead-letter entries, newest first, optionally one reason"),
+    ("replay(*ids, reason=None, since=None, all=False)",
+     "re-enqueue entries through their own task; each leaves the store once queued"),
+    ("purge(*ids, reason=None, since=None, all=False)", "delete entries without replaying"),
+    ("sync(*customer_ids, wait=False)",
+     "enqueue customers; wait=True waits and returns each step's outcome"),
+    ("status(customer_id)", "the customer's link, dead letters and recent sync history"),
+    ("link(customer_id)", "the Klaviyo profile id linked to the customer, or None"),
+    ("queues()", "messages waiting in each Celery queue, and taken but not yet acknowledged"),
+    ("redis", "the Redis client behind the stores and queues"),
+    ("help_()", "print this list again"),
+)
+
+
+def help_text() -> str:
+    width = max(len(name) for name, _ in HELP)
+    return "\n".join(f"  {name:<{width}}  {doc}" for name, doc in HELP)
+
+
+def banner() -> str:
+    return "ipaas-klaviyo admin shell. Helpers:\n" + help_text() + "\nCtrl-D leaves."
+
+
+@dataclass
+class Stores:
+    redis: redis.Redis
+    links: LinkStore
+    dead_letters: DeadLetterStore
+    history: HistoryStore
+
+    @classmethod
+    def of(cls, source: Any) -> Stores:
+        """From a bootstrap Container (its stores) or Settings (stores on its Redis only:
+        the shell needs no Klaviyo or iPaaS.com credentials)."""
+        if not isinstance(source, Settings):
+            return cls(source.redis, source.links, source.dead_letters, source.history)
+        client = redis.Redis.from_url(source.redis_url, decode_responses=True)
+        dead_letters = DeadLetterStore(
+            client,
+            retention_seconds=int(source.dead_letter_retention_days * 86400),
+            max_entries=source.dead_letter_max_entries,
+        )
+        return cls(client, LinkStore(client), dead_letters, HistoryStore(client))
+
+
+def queue_depths(client: redis.Redis) -> dict[str, int]:
+    """LLEN of each Celery queue (every priority sub-list kombu keeps), plus the messages a
+    worker holds unacknowledged (running, or waiting out a retry countdown)."""
+    from kombu.transport.redis import PRIORITY_STEPS, Channel
+
+    from celeryconfig import QUEUES
+
+    pipe = client.pipeline(transaction=False)
+    for queue in QUEUES:
+        for priority in PRIORITY_STEPS:
+            pipe.llen(f"{queue}{Channel.sep}{priority}" if priority else queue)
+    pipe.hlen(Channel.unacked_key)
+    counts = [int(n) for n in pipe.execute()]
+    steps = len(PRIORITY_STEPS)
+    depths = {q: sum(counts[i * steps:(i + 1) * steps]) for i, q in enumerate(QUEUES)}
+    depths["unacked"] = counts[-1]
+    return depths
+
+
+def build_namespace(source: Any) -> dict[str, Any]:
+    """The shell's globals, from a bootstrap Container or Settings."""
+    stores = Stores.of(source)
+    store = stores.dead_letters
+
+    def dead_letters(reason: str | None = None) -> list[dict[str, Any]]:
+        """Dead-letter entries, newest first, optionally only one reason code."""
+        return store.list(reason=reason)
+
+    def _selected(ids: tuple[str, ...], reason: str | None, since: str | None,
+                  all: bool) -> list[dict[str, Any]]:
+        entries, missing = replaying.select(
+            store, ids=list(ids) or None, all=all, reason=reason, since=since
+        )
+        for entry_id in missing:
+            print(f"no dead-letter entry {entry_id}")
+        return entries
+
+    def replay(*ids: str, reason: str | None = None, since: str | None = None,
+               all: bool = False) -> replaying.ReplayReport:
+        """Re-enqueue entries through their own task; each leaves the store once queued."""
+        report = replaying.replay(store, _selected(ids, reason, since, all),
+                                  enqueue=replaying.default_enqueue)
+        print("\n".join([*report.lines(), report.summary]))
+        return report
+
+    def purge(*ids: str, reason: str | None = None, since: str | None = None,
+              all: bool = False) -> int:
+        """Delete entries without replaying; returns how many were deleted."""
+        return replaying.purge(store, _selected(ids, reason, since, all))
+
+    def sync(*customer_ids: str, wait: bool = False) -> dict[str, Any]:
+        """Enqueue customers: their task ids, or with wait=True each step's outcome."""
+        from producers.manual_sync import enqueue_customer, wait_for_steps
+
+        queued = {str(cid): enqueue_customer(str(cid)) for cid in customer_ids}
+        if not wait:
+            return {cid: result.id for cid, result in queued.items()}
+        return {cid: wait_for_steps(result) for cid, result in queued.items()}
+
+    def status(customer_id: str) -> dict[str, Any]:
+        """The customer's link, dead-letter entries and recent sync history."""
+        cid = str(customer_id)
+        return {
+            "customer_id": cid,
+            "profile_id": stores.links.get(cid),
+            "dead_letters": store.for_customer(cid),
+            "history": stores.history.recent(cid),
+        }
+
+    def link(customer_id: str) -> str | None:
+        """The Klaviyo profile id linked to the customer, or None."""
+        return stores.links.get(str(customer_id))
+
+    def queues() -> dict[str, int]:
+        """Messages waiting in each Celery queue, plus those taken but not acknowledged."""
+        return queue_depths(stores.redis)
+
+    def help_() -> None:
+        """Print the helpers again."""
+        print(help_text())
+
+    return {
+        "dlq": store, "dead_letters": dead_letters, "replay": replay, "purge": purge,
+        "sync": sync, "status": status, "link": link, "queues": queues, "help_": help_,
+        "redis": stores.redis,
+    }
+
+
+def run_shell(settings: Settings | None = None) -> int:
+    settings = settings or Settings.from_env()
+    from worker.celery_app import app, use_redis
+
+    if app.conf.broker_url != settings.redis_url:
+        use_redis(settings.redis_url)  # enqueue where the stores live
+    namespace = build_namespace(settings)
+    if sys.stdin.isatty():  # line editing for a person; piped input needs none
+        try:
+            import readline
+            import rlcompleter
+
+            readline.set_completer(rlcompleter.Completer(namespace).complete)
+            readline.parse_and_bind("tab: complete")
+        except ImportError:
+            pass
+    code.interact(banner=banner(), local=namespace, exitmsg="")
+    return 0
