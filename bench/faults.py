@@ -21,13 +21,13 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from producers.embedded_redis import start_redis  # noqa: E402
-from producers.local_stack import LocalStack  # noqa: E402
-from producers.manual_sync import enqueue_customer  # noqa: E402
-from sandbox.__main__ import synthetic_customer  # noqa: E402
-from sandbox.klaviyo_faults import PROFILE_OPERATIONS, RandomFaults  # noqa: E402
-from worker.adapters.dead_letters import DeadLetterStore  # noqa: E402
-from worker.core.rate_limits import scaled_limits  # noqa: E402
+from producers.embedded_redis import start_redis
+from producers.local_stack import LocalStack
+from producers.manual_sync import enqueue_customer
+from sandbox.__main__ import synthetic_customer
+from sandbox.klaviyo_faults import PROFILE_OPERATIONS, RandomFaults
+from worker.adapters.dead_letters import DeadLetterStore
+from worker.core.rate_limits import scaled_limits
 
 SCALE = 10
 
