@@ -20,5 +20,11 @@ def _fail_fast_on_bad_configuration(**_: object) -> None:
 
 
 def use_redis(redis_url: str) -> None:
-    """Point the app at another Redis (the demo's embedded one, a test's throwaway one)."""
+    """Point the app at another Redis (the demo's embedded one, a test's throwaway one),
+    dropping connections and the result backend cached for the previous one."""
     app.conf.update(broker_url=redis_url, result_backend=redis_url)
+    if app._pool is not None:
+        app._pool.force_close_all()
+    app._after_fork()  # forgets the connection and producer pools
+    app._backend_cache = None
+    app._local.__dict__.pop("backend", None)
