@@ -42,7 +42,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     from producers.manual_sync import enqueue_customer, is_rejected, wait_for_steps
 
     bootstrap.check_configuration()
-    results = [(str(cid), enqueue_customer(str(cid))) for cid in args.ids]
+    results = [(str(cid), enqueue_customer(str(cid), force=args.force)) for cid in args.ids]
     if not args.wait:
         for cid, result in results:
             print(f"{cid}\tqueued\t{result.id}")
@@ -216,6 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("--dry-run", action="store_true",
                       help="print the Klaviyo payloads and validation result; write nothing")
     sync.add_argument("--wait", action="store_true", help="wait and print each step's outcome")
+    sync.add_argument("--force", action="store_true",
+                      help="send even if nothing changed since the last sync")
     sync.add_argument("--timeout", type=float, default=300.0, help="seconds --wait waits")
     status = sub.add_parser("status", help="a customer's link and recent sync history")
     status.add_argument("id")

@@ -143,7 +143,8 @@ class LocalStack:
     def wait_for_outcomes(self, customer_ids: list[str], timeout: float = 120.0
                           ) -> dict[str, dict[str, dict[str, Any]]]:
         """Each customer's final outcome per step, read from the sync history: the profile
-        step, and when it succeeded, the address and lists steps it chained."""
+        step, and when it succeeded, the address and lists steps it chained. Meant for
+        customers synced for the first time: older history would count as an outcome."""
         from worker.adapters.history import HistoryStore
 
         history = HistoryStore(self.redis())
@@ -157,7 +158,7 @@ class LocalStack:
                     if entry["outcome"] != "retrying":
                         steps[entry["step"]] = entry
                 profile = steps.get("profile")
-                if profile and (profile["outcome"] == "rejected"
+                if profile and (profile["outcome"] in ("rejected", "unchanged")
                                 or {"address", "lists"} <= steps.keys()):
                     outcomes[cid] = steps
                     pending.remove(cid)

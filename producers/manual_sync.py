@@ -11,10 +11,12 @@ from worker.celery_app import app
 from worker.tasks import sync_customer
 
 
-def enqueue_customer(customer_id: str, tracking_guid: str | None = None) -> AsyncResult:
-    return sync_customer.apply_async(
-        kwargs={"customer_id": str(customer_id), "tracking_guid": tracking_guid}
-    )
+def enqueue_customer(customer_id: str, tracking_guid: str | None = None, *,
+                     force: bool = False) -> AsyncResult:
+    kwargs: dict[str, object] = {"customer_id": str(customer_id), "tracking_guid": tracking_guid}
+    if force:
+        kwargs["force"] = True
+    return sync_customer.apply_async(kwargs=kwargs)
 
 
 def wait_for_steps(result: AsyncResult, timeout: float = 120.0) -> list[dict[str, Any]]:

@@ -15,6 +15,7 @@ import requests
 
 from worker import __version__
 from worker.adapters.dead_letters import DeadLetterStore
+from worker.adapters.fingerprints import FingerprintStore
 from worker.adapters.history import HistoryStore
 from worker.adapters.http import HttpAdapter
 from worker.adapters.ipaas import IpaasClient
@@ -61,6 +62,7 @@ class Container:
             profiles=self.klaviyo,
             lists=self.lists,
             subscriptions=self.klaviyo,
+            fingerprints=FingerprintStore(self.redis),
         )
 
 

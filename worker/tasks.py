@@ -122,8 +122,13 @@ def sync_customer(
     customer_id: str,
     tracking_guid: str | None = None,
     first_attempt_at: float | None = None,
+    force: bool = False,
 ) -> dict:
-    """Fetch, map, validate, resolve and upsert one customer; then chain its other steps."""
+    """Fetch, map, validate, resolve and upsert one customer; then chain its other steps.
+
+    An update identical to the last payload that reached Klaviyo is skipped as `unchanged`
+    unless `force` is set or the customer has an open dead-letter entry (a retry is due).
+    """
     PendingSyncs(bootstrap.container().redis).started(CUSTOMER, str(customer_id))
     customer_id = str(customer_id)
     children: list[str] = []
@@ -132,10 +137,14 @@ def sync_customer(
         synced = sync_profile(
             customer_id, c.ports, c.mapping,
             default_region=c.settings.default_phone_region, tracking_guid=tracking_guid,
+            force=force or bool(c.dead_letters.for_customer(customer_id)),
         )
+        if synced.unchanged:
+            return StepOutcome(PROFILE, "unchanged", profile_id=synced.profile_id)
         args = (customer_id, synced.profile_id, synced.collection)
         options = {"tracking_guid": tracking_guid}
-        children.append(apply_address.apply_async(args, options).id)
+        children.append(apply_address.apply_async(
+            args, {**options, "location_applied": synced.location_applied}).id)
         children.append(apply_subscriptions.apply_async(args, options).id)
         return StepOutcome(
             PROFILE, "created" if synced.created else "updated", profile_id=synced.profile_id
@@ -143,7 +152,7 @@ def sync_customer(
 
     outcome = run_step(
         self, PROFILE, customer_id, tracking_guid, first_attempt_at, work,
-        {"customer_id": customer_id, "tracking_guid": tracking_guid},
+        {"customer_id": customer_id, "tracking_guid": tracking_guid, "force": force},
     )
     return _result(customer_id, outcome, children)
 
@@ -156,6 +165,7 @@ def apply_address(
     collection: str,
     tracking_guid: str | None = None,
     first_attempt_at: float | None = None,
+    location_applied: bool = False,
 ) -> dict:
     """Make the primary billing address the profile's location; a bad address rejects
     this step only."""
@@ -163,14 +173,14 @@ def apply_address(
     def work(c: bootstrap.Container) -> StepOutcome:
         sync_address(
             customer_id, profile_id, collection, c.ports, c.mapping,
-            default_region=c.settings.default_phone_region,
+            default_region=c.settings.default_phone_region, location_applied=location_applied,
         )
         return StepOutcome(ADDRESS, "synced", profile_id=profile_id)
 
     outcome = run_step(
         self, ADDRESS, customer_id, tracking_guid, first_attempt_at, work,
         {"customer_id": customer_id, "profile_id": profile_id, "collection": collection,
-         "tracking_guid": tracking_guid},
+         "tracking_guid": tracking_guid, "location_applied": location_applied},
     )
     return _result(customer_id, outcome)
 

@@ -148,6 +148,10 @@ def test_resync_is_idempotent_and_keeps_klaviyo_side_unsubscribe(
     profile_id = first_run["1001"]["profile"]["profile_id"]
     stack.klaviyo.set_consent(profile_id, "email", "UNSUBSCRIBED")
     before = len(stack.klaviyo.all_profiles())
+    for cid in ("1001", "1004", "1011", "1007"):  # a real change, so each is an update
+        record = dict(stack.ipaas.customer(cid) or {})
+        record["last_name"] = f"{record['last_name']}-Updated"
+        stack.ipaas.put_customer(record)
     again = sync("1001", "1004", "1011", "1007")
     assert len(stack.klaviyo.all_profiles()) == before
     assert again["1001"]["profile"]["outcome"] == "updated"
@@ -204,7 +208,7 @@ def test_dry_run_lists_every_problem(stack: LocalStack, first_run: dict) -> None
 
 
 def test_sync_wait_exit_codes_and_status(stack: LocalStack, first_run: dict) -> None:
-    ok = run_cli(stack, "sync", "--wait", "1001")
+    ok = run_cli(stack, "sync", "--wait", "--force", "1001")
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "profile\tupdated" in ok.stdout
     bad = run_cli(stack, "sync", "--wait", "1005")
@@ -216,3 +220,17 @@ def test_sync_wait_exit_codes_and_status(stack: LocalStack, first_run: dict) -> 
     assert any(e["id"] == "profile:1005" for e in listed)
     shown_entry = run_cli(stack, "dlq", "show", "profile:1005", "--json")
     assert json.loads(shown_entry.stdout)["reason"] == "missing_identifier"
+
+
+def test_unchanged_update_makes_no_klaviyo_call_unless_forced(
+    stack: LocalStack, first_run: dict
+) -> None:
+    sync("1006")  # whatever changed before, this one brings Klaviyo up to date
+    writes = stack.klaviyo.call_counts["create_or_update_profile"]
+    steps = sync("1006")["1006"]
+    assert steps["profile"]["outcome"] == "unchanged"
+    assert "address" not in steps and "lists" not in steps
+    assert stack.klaviyo.call_counts["create_or_update_profile"] == writes
+    forced = wait_for_steps(enqueue_customer("1006", force=True), timeout=60)
+    assert forced[0]["outcome"] == "updated"
+    assert stack.klaviyo.call_counts["create_or_update_profile"] == writes + 1

@@ -181,3 +181,44 @@ def test_unconfirmed_link_from_a_backfill_is_written_back_then_confirmed() -> No
     assert result.profile_id == "P3" and result.collection == UPDATE
     assert ports.external_ids.writes == [("1", "P3")]  # type: ignore[attr-defined]
     assert links.lookup("1") == ("P3", True)
+
+
+class DictFingerprints(dict):  # type: ignore[type-arg]
+    def set(self, key: str, value: str) -> None:
+        self[key] = value
+
+
+def test_valid_address_goes_out_with_the_upsert_in_one_call() -> None:
+    ports = make_ports(customer(1, "A", "B", "a@example.com", None))
+    result = run(ports)
+    assert result.location_applied
+    profile = ports.profiles.profiles[result.profile_id]  # type: ignore[attr-defined]
+    assert profile["location"]["city"] == "New York"
+    assert sync_address("1", result.profile_id, ADD, ports, MAPPING, default_region="US",
+                        location_applied=True) is None
+    assert ports.profiles.calls == [("import", None)]  # type: ignore[attr-defined]
+
+
+def test_bad_address_is_left_out_of_the_upsert() -> None:
+    record = customer(1, "A", "B", "a@example.com", None, addresses=[])
+    ports = make_ports(record)
+    result = run(ports)
+    assert not result.location_applied
+    assert "location" not in ports.profiles.profiles[result.profile_id]  # type: ignore[attr-defined]
+
+
+def test_identical_update_is_skipped_until_something_changes_or_forced() -> None:
+    record = customer(1, "A", "B", "a@example.com", None)
+    ports = make_ports(record)
+    ports.fingerprints = DictFingerprints()
+    first = run(ports)
+    second = run(ports)  # now linked (update collection): its first payload differs
+    assert not first.unchanged and not second.unchanged
+    third = run(ports)
+    assert third.unchanged and third.profile_id == first.profile_id
+    calls = len(ports.profiles.calls)  # type: ignore[attr-defined]
+    forced = sync_profile("1", ports, MAPPING, default_region="US", force=True)
+    assert not forced.unchanged
+    record["last_name"] = "C"
+    assert not run(ports).unchanged
+    assert len(ports.profiles.calls) == calls + 2  # type: ignore[attr-defined]

@@ -20,11 +20,13 @@ from worker.core.errors import (
     ProfileNotFound,
     ValidationFailed,
 )
+from worker.core.fingerprint import fingerprint
 from worker.core.mapping import MappingCollections, map_customer, profile_attributes
 from worker.core.model import UPDATE, MappedCustomer, MappingContext, SubscriptionTarget
 from worker.core.ports import (
     CustomerSource,
     ExternalIdRegistry,
+    FingerprintCache,
     LinkCache,
     ListDirectory,
     ProfileWriter,
@@ -58,6 +60,7 @@ class Ports:
     profiles: ProfileWriter
     lists: ListDirectory | None = None
     subscriptions: SubscriptionWriter | None = None
+    fingerprints: FingerprintCache | None = None
 
 
 @dataclass
@@ -67,6 +70,8 @@ class ProfileSyncResult:
     created: bool
     collection: str
     linked_by: str  # LINK_STORE | IPAAS | KLAVIYO (Klaviyo matched or created the profile)
+    location_applied: bool = False  # the valid billing address went out with the upsert
+    unchanged: bool = False  # identical to the last payload that reached Klaviyo: nothing sent
 
 
 def find_link(customer_id: str, ports: Ports) -> tuple[str | None, str | None]:
@@ -102,11 +107,23 @@ def sync_profile(
     *,
     default_region: str,
     tracking_guid: str | None = None,
+    force: bool = False,
 ) -> ProfileSyncResult:
     customer = ports.customers.get_customer(customer_id)
     linked, source = find_link(customer_id, ports)
     mapped = map_profile(customer, linked, mapping, default_region)
-    outcome_id, created = upsert_profile(profile_attributes(mapped), mapped.profile_id, ports)
+    attributes = profile_attributes(mapped)
+    # A valid billing address rides along with the upsert: one Klaviyo call instead of two.
+    # A bad one is left out here and rejected by the address step on its own.
+    location, _ = validate_address(mapped)
+    if location is not None:
+        attributes["location"] = location
+    stamp = fingerprint(attributes, mapped)
+    if (not force and linked and source == LINK_STORE and ports.fingerprints is not None
+            and ports.fingerprints.get(customer_id) == stamp):
+        return ProfileSyncResult(customer_id, linked, False, mapped.collection, LINK_STORE,
+                                 location_applied=location is not None, unchanged=True)
+    outcome_id, created = upsert_profile(attributes, mapped.profile_id, ports)
     if outcome_id != linked or source != LINK_STORE:
         # iPaaS.com first, our cache second: a cached link then always means iPaaS.com has it
         # too, and a failed write-back is retried (the retry finds no cached link, Klaviyo's
@@ -116,12 +133,15 @@ def sync_profile(
                 customer_id, outcome_id, tracking_guid=tracking_guid
             )
         ports.links.set(customer_id, outcome_id)
+    if ports.fingerprints is not None:
+        ports.fingerprints.set(customer_id, stamp)
     return ProfileSyncResult(
         customer_id=customer_id,
         profile_id=outcome_id,
         created=created,
         collection=mapped.collection,
         linked_by=source if outcome_id == linked and source in (LINK_STORE, IPAAS) else KLAVIYO,
+        location_applied=location is not None,
     )
 
 
@@ -197,8 +217,16 @@ def sync_address(
     mapping: MappingCollections,
     *,
     default_region: str,
-) -> dict[str, Any]:
-    """The primary billing address becomes the profile's location; returns it."""
+    location_applied: bool = False,
+) -> dict[str, Any] | None:
+    """The primary billing address becomes the profile's location; returns it.
+
+    When the profile step already sent the (valid) location with its upsert there is nothing
+    left to do; otherwise the address is fetched and validated again — a data fix since the
+    profile step, or a replay, is applied with its own call, and a bad address is rejected.
+    """
+    if location_applied:
+        return None
     mapped = _mapped_for_step(customer_id, profile_id, collection, ports, mapping, default_region)
     location, errors = validate_address(mapped)
     if errors or location is None:
