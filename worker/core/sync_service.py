@@ -100,6 +100,36 @@ def map_profile(
     return mapped
 
 
+@dataclass
+class ProfilePayload:
+    mapped: MappedCustomer
+    attributes: dict[str, Any]  # what profile-import sends, location included when valid
+    location_applied: bool
+    fingerprint: str
+
+
+def build_profile_payload(
+    customer: dict[str, Any],
+    linked_profile_id: str | None,
+    mapping: MappingCollections,
+    default_region: str,
+) -> ProfilePayload:
+    """Map and validate a customer and build the upsert payload and its fingerprint.
+
+    Pure; raises ValidationFailed. Reconcile uses it to tell changed customers from
+    unchanged ones without a Klaviyo call.
+    """
+    mapped = map_profile(customer, linked_profile_id, mapping, default_region)
+    attributes = profile_attributes(mapped)
+    # A valid billing address rides along with the upsert: one Klaviyo call instead of two.
+    # A bad one is left out here and rejected by the address step on its own.
+    location, _ = validate_address(mapped)
+    if location is not None:
+        attributes["location"] = location
+    return ProfilePayload(mapped, attributes, location is not None,
+                          fingerprint(attributes, mapped))
+
+
 def sync_profile(
     customer_id: str,
     ports: Ports,
@@ -111,19 +141,13 @@ def sync_profile(
 ) -> ProfileSyncResult:
     customer = ports.customers.get_customer(customer_id)
     linked, source = find_link(customer_id, ports)
-    mapped = map_profile(customer, linked, mapping, default_region)
-    attributes = profile_attributes(mapped)
-    # A valid billing address rides along with the upsert: one Klaviyo call instead of two.
-    # A bad one is left out here and rejected by the address step on its own.
-    location, _ = validate_address(mapped)
-    if location is not None:
-        attributes["location"] = location
-    stamp = fingerprint(attributes, mapped)
+    payload = build_profile_payload(customer, linked, mapping, default_region)
+    mapped = payload.mapped
     if (not force and linked and source == LINK_STORE and ports.fingerprints is not None
-            and ports.fingerprints.get(customer_id) == stamp):
+            and ports.fingerprints.get(customer_id) == payload.fingerprint):
         return ProfileSyncResult(customer_id, linked, False, mapped.collection, LINK_STORE,
-                                 location_applied=location is not None, unchanged=True)
-    outcome_id, created = upsert_profile(attributes, mapped.profile_id, ports)
+                                 location_applied=payload.location_applied, unchanged=True)
+    outcome_id, created = upsert_profile(payload.attributes, mapped.profile_id, ports)
     if outcome_id != linked or source != LINK_STORE:
         # iPaaS.com first, our cache second: a cached link then always means iPaaS.com has it
         # too, and a failed write-back is retried (the retry finds no cached link, Klaviyo's
@@ -134,14 +158,14 @@ def sync_profile(
             )
         ports.links.set(customer_id, outcome_id)
     if ports.fingerprints is not None:
-        ports.fingerprints.set(customer_id, stamp)
+        ports.fingerprints.set(customer_id, payload.fingerprint)
     return ProfileSyncResult(
         customer_id=customer_id,
         profile_id=outcome_id,
         created=created,
         collection=mapped.collection,
         linked_by=source if outcome_id == linked and source in (LINK_STORE, IPAAS) else KLAVIYO,
-        location_applied=location is not None,
+        location_applied=payload.location_applied,
     )
 
 
