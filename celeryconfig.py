@@ -44,9 +44,27 @@ task_routes = {
     "ipaas_klaviyo.sync_customer": {"queue": "profiles"},
     "ipaas_klaviyo.apply_address": {"queue": "addresses"},
     "ipaas_klaviyo.apply_subscriptions": {"queue": "lists"},
+    "ipaas_klaviyo.flush_subscriptions": {"queue": "lists"},
     "ipaas_klaviyo.write_back_links": {"queue": "profiles"},
+    "ipaas_klaviyo.sync_transaction": {"queue": "transactions"},
+    # Its own queue: a reconcile tick must not wait behind thousands of queued syncs.
+    "ipaas_klaviyo.reconcile": {"queue": "reconcile"},
 }
-QUEUES = ("profiles", "addresses", "lists")
+QUEUES = ("profiles", "addresses", "lists", "transactions")
+# Every worker also consumes this; it holds at most a reconcile tick, so it is not among the
+# sync queues whose depth the admin shell reports.
+RECONCILE_QUEUE = "reconcile"
+
+# `ipaas-klaviyo beat` sends a reconcile every RECONCILE_INTERVAL_SECONDS (default 15 min).
+# A tick still queued when the next is due has expired: it would only find the same work.
+# Overlapping runs are harmless: the reconcile lock lets one pass per kind run at a time.
+beat_schedule = {
+    "reconcile": {
+        "task": "ipaas_klaviyo.reconcile",
+        "schedule": _settings.reconcile_interval_seconds,
+        "options": {"expires": _settings.reconcile_interval_seconds},
+    },
+}
 
 worker_send_task_events = True
 task_send_sent_event = True

@@ -22,8 +22,9 @@ from producers.backfill_sources import BadLine, file_source_name, iter_api, iter
 from producers.progress import Progress
 from worker.adapters.checkpoints import CheckpointStore
 from worker.adapters.klaviyo_bulk import BulkRowsRejected, KlaviyoBulkImports
+from worker.adapters.subscription_batches import BatchRow, send_subscription_batch
 from worker.bootstrap import Container
-from worker.core import reasons
+from worker.core import batch_outcomes, reasons
 from worker.core.backfill import (
     BatchItem,
     BatchKey,
@@ -32,10 +33,8 @@ from worker.core.backfill import (
     SubscriptionBatcher,
     prepare_customer,
 )
-from worker.core.errors import FieldError, FinalError, RetryableError
-from worker.core.model import SubscriptionTarget
+from worker.core.errors import FieldError, FinalError, RetryableError, headline_reason
 from worker.core.retry import RetryPolicy, backoff_seconds
-from worker.core.subscriptions import REMOVE_FROM_LIST, SUBSCRIBE, UNSUBSCRIBE
 
 T = TypeVar("T")
 LOOKUP_CHUNK = 500  # customers per link lookup (one HMGET)
@@ -249,23 +248,18 @@ class Backfill:
                                    "no Klaviyo list has this name")]))
                 return
         consented_at = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
+        rows = [BatchRow(i.profile_id, i.email, i.phone_number,
+                         consented_at if historical else None) for i in items]
+        batch_key = batch_outcomes.BatchKey(kind, list_id, historical)  # list id, not name
         try:
-            if kind == SUBSCRIBE:
-                targets = [SubscriptionTarget(i.email, i.phone_number, i.profile_id,
-                                              consented_at if historical else None)
-                           for i in items]
-                self._with_retries(lambda: self.c.klaviyo.subscribe(
-                    targets, list_id=list_id, historical_import=historical))
-            elif kind == UNSUBSCRIBE:
-                targets = [SubscriptionTarget(i.email, i.phone_number) for i in items]
-                self._with_retries(lambda: self.c.klaviyo.unsubscribe(targets, list_id=list_id))
-            elif kind == REMOVE_FROM_LIST and list_id is not None:
-                ids = [i.profile_id for i in items]
-                self._with_retries(lambda: self.c.klaviyo.remove_profiles_from_list(list_id, ids))
-        except FinalError as refused:
-            for item in items:
-                self._dead_letter(Rejection(item.customer_id, "lists", refused.reason,
-                                            refused.errors))
+            refused = self._with_retries(
+                lambda: send_subscription_batch(self.c.klaviyo, batch_key, rows))
+        except FinalError as failure:
+            refused = {n: failure.errors for n in range(len(items))}
+        # Only the rows Klaviyo refused are dead-lettered; the rest of the batch went through.
+        for n, errors in refused.items():
+            self._dead_letter(Rejection(items[n].customer_id, "lists", headline_reason(errors),
+                                        errors))
 
     # -- transient failures -----------------------------------------------------------
 

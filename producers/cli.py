@@ -18,18 +18,23 @@ def _print_json(value: Any) -> None:
 
 
 def cmd_worker(args: argparse.Namespace, extra: list[str]) -> int:
-    from celeryconfig import QUEUES
+    from celeryconfig import QUEUES, RECONCILE_QUEUE
     from worker import bootstrap
     from worker.celery_app import app
 
     bootstrap.check_configuration()
-    argv = ["worker", "-Q", ",".join(QUEUES), "--loglevel=INFO", *extra]
+    argv = ["worker", "-Q", ",".join((*QUEUES, RECONCILE_QUEUE)), "--loglevel=INFO", *extra]
     app.worker_main(argv)
     return EXIT_OK
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
     from worker import bootstrap
+
+    if args.transaction:
+        from producers.transaction_commands import sync_transactions
+
+        return sync_transactions(args)
 
     if args.dry_run:
         from producers.dry_run import dry_run
@@ -80,6 +85,10 @@ def _stores() -> tuple[Any, Any, Any]:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    if args.transaction:
+        from producers.transaction_commands import transaction_status
+
+        return transaction_status(str(args.id), args.json)
     links, dead_letters, history = _stores()
     cid = str(args.id)
     status = {
@@ -176,7 +185,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve(host=args.host, port=args.port, workers=args.workers)
 
 
+def cmd_metrics(args: argparse.Namespace) -> int:
+    from producers.metrics_server import serve_metrics
+
+    return serve_metrics(host=args.host, port=args.port)
+
+
 def cmd_backfill(args: argparse.Namespace) -> int:
+    if args.transactions:
+        from producers.transaction_commands import backfill_transactions
+
+        return backfill_transactions(args)
     from producers.backfill import Backfill, BackfillOptions
     from worker import bootstrap
     from worker.tasks import write_back_links
@@ -199,6 +218,19 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     return EXIT_REJECTED if report.counts["rejected"] else EXIT_OK
 
 
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    from producers.reconcile_command import reconcile_command
+
+    return reconcile_command(since=args.since, once=args.once, transactions=args.transactions,
+                             full_scan=args.full_scan)
+
+
+def cmd_beat(args: argparse.Namespace, extra: list[str]) -> int:
+    from producers.reconcile_command import beat_command
+
+    return beat_command(extra)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from producers.demo import run_demo
 
@@ -219,8 +251,12 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("--force", action="store_true",
                       help="send even if nothing changed since the last sync")
     sync.add_argument("--timeout", type=float, default=300.0, help="seconds --wait waits")
+    sync.add_argument("--transaction", action="store_true",
+                      help="the ids are iPaaS.com transactions: send their order events")
     status = sub.add_parser("status", help="a customer's link and recent sync history")
     status.add_argument("id")
+    status.add_argument("--transaction", action="store_true",
+                        help="the id is an iPaaS.com transaction")
     status.add_argument("--json", action="store_true")
     dlq = sub.add_parser("dlq", help="the dead-letter store")
     dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
@@ -243,17 +279,36 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8080, help="port to listen on")
     serve.add_argument("--workers", type=int, default=None,
                        help="worker processes (default: RECEIVER_WORKERS, else 2 x cores + 1)")
+    metrics = sub.add_parser("metrics", help="serve the Prometheus metrics alone (no receiver)")
+    metrics.add_argument("--host", default="0.0.0.0", help="address to listen on")
+    metrics.add_argument("--port", type=int, default=9108, help="port to listen on")
     backfill = sub.add_parser("backfill", help="bulk load customers through Klaviyo import jobs")
     source = backfill.add_mutually_exclusive_group(required=True)
     source.add_argument("--all", action="store_true", help="every customer in iPaaS.com")
     source.add_argument("--file", metavar="PATH", help="customers as JSON lines")
     backfill.add_argument("--dry-run", action="store_true", help="validate and count only")
+    backfill.add_argument("--transactions", action="store_true",
+                          help="historical orders as bulk events (backfill: true)")
     backfill.add_argument("--limit", type=int, default=None, metavar="N",
                           help="stop after N customers")
     backfill.add_argument("--restart", action="store_true",
                           help="ignore the checkpoint of an interrupted run")
     backfill.add_argument("--page-size", type=int, default=100,
                           help="customers per iPaaS.com page (--all)")
+    reconcile = sub.add_parser(
+        "reconcile", help="enqueue what changed in iPaaS.com without a webhook (exit 3: busy)")
+    reconcile.add_argument("--since", metavar="TIME",
+                           help="start from TIME instead of the watermark: ISO-8601, or 30m, "
+                                "2h, 7d ago")
+    reconcile.add_argument("--once", action="store_true",
+                           help="one pass, then exit (default: a pass every "
+                                "RECONCILE_INTERVAL_SECONDS until interrupted)")
+    reconcile.add_argument("--transactions", action="store_true",
+                           help="reconcile transactions instead of customers")
+    reconcile.add_argument("--full-scan", action="store_true",
+                           help="page through every record, without the update-time filter")
+    sub.add_parser("beat", help="run Celery beat: the reconcile schedule (extra args go to "
+                                "Celery)")
     demo = sub.add_parser("demo", help="the whole system on embedded defaults")
     demo.add_argument("--concurrency", type=int, default=2, help="worker processes")
     return parser
@@ -262,13 +317,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and args.command != "worker":
+    if extra and args.command not in ("worker", "beat"):
         parser.error("unrecognized arguments: " + " ".join(extra))
     try:
         if args.command == "worker":
             return cmd_worker(args, extra)
+        if args.command == "beat":
+            return cmd_beat(args, extra)
         handlers = {"sync": cmd_sync, "status": cmd_status, "dlq": cmd_dlq, "demo": cmd_demo,
-                    "serve": cmd_serve, "backfill": cmd_backfill, "shell": cmd_shell}
+                    "serve": cmd_serve, "backfill": cmd_backfill, "shell": cmd_shell,
+                    "metrics": cmd_metrics, "reconcile": cmd_reconcile}
         return handlers[args.command](args)
     except ConfigurationError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)

@@ -24,7 +24,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from producers.webhook_parsing import CUSTOMER, SyncRequest
+from producers.webhook_parsing import CUSTOMER, TRANSACTION, SyncRequest
 from worker.adapters.pending import PendingSyncs, QueuedSync
 
 CONNECT_TIMEOUT_SECONDS = 0.5
@@ -33,6 +33,7 @@ SOCKET_TIMEOUT_SECONDS = 2.0
 # Kind of record → (Celery task name, keyword that carries the record id).
 TASKS: dict[str, tuple[str, str]] = {
     CUSTOMER: ("ipaas_klaviyo.sync_customer", "customer_id"),
+    TRANSACTION: ("ipaas_klaviyo.sync_transaction", "transaction_id"),
 }
 
 logger = logging.getLogger("ipaas_klaviyo.receiver")
@@ -46,6 +47,7 @@ class QueueUnavailable(Exception):
 class SubmitResult:
     enqueued_ids: list[str] = field(default_factory=list)
     coalesced: int = 0
+    ignored: int = 0  # transactions while GENERATE_EVENTS is off: acknowledged, not queued
 
 
 class TaskMessages:
@@ -109,8 +111,10 @@ class TaskMessages:
 
 
 class Intake:
-    def __init__(self, client: redis.Redis, messages: TaskMessages) -> None:
+    def __init__(self, client: redis.Redis, messages: TaskMessages, *,
+                 generate_events: bool = True) -> None:
         self.redis = client
+        self.generate_events = generate_events
         self.pending = PendingSyncs(client)
         self.messages = messages
 
@@ -118,8 +122,12 @@ class Intake:
         """Enqueue one sync per record not already pending. Raises QueueUnavailable when
         Redis cannot take the work; every record is then either fully enqueued (and
         claimed) or untouched, so the redelivery the 503 asks for loses nothing."""
+        ignored = 0
+        if not self.generate_events:
+            wanted = [r for r in requests if r.kind != TRANSACTION]
+            ignored, requests = len(requests) - len(wanted), wanted
         if not requests:
-            return SubmitResult()
+            return SubmitResult(ignored=ignored)
         syncs = [self.messages.build(r) for r in requests]
         try:
             pushed = self.pending.claim_and_push(syncs)
@@ -127,7 +135,8 @@ class Intake:
             logger.warning("enqueue failed: %s", type(exc).__name__)
             raise QueueUnavailable(type(exc).__name__) from None
         enqueued = [r.record_id for r, done in zip(requests, pushed, strict=True) if done]
-        return SubmitResult(enqueued_ids=enqueued, coalesced=len(requests) - len(enqueued))
+        return SubmitResult(enqueued_ids=enqueued, coalesced=len(requests) - len(enqueued),
+                            ignored=ignored)
 
     def redis_answers(self) -> bool:
         try:
@@ -148,5 +157,10 @@ def redis_client(redis_url: str, **overrides: Any) -> redis.Redis:
     return redis.Redis.from_url(redis_url, **options)
 
 
-def build_intake(redis_url: str) -> Intake:
-    return Intake(redis_client(redis_url), TaskMessages())
+def build_intake(redis_url: str, generate_events: bool | None = None) -> Intake:
+    """``generate_events`` None: GENERATE_EVENTS from the environment."""
+    if generate_events is None:
+        from worker.config import Settings
+
+        generate_events = Settings.from_env().generate_events
+    return Intake(redis_client(redis_url), TaskMessages(), generate_events=generate_events)

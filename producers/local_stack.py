@@ -41,6 +41,7 @@ class LocalStack:
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
     log_path: str | None = None  # where the last started worker writes its log
     receiver_port: int | None = None
+    _saved_env: dict[str, str] | None = None
 
     def start_sandboxes(self) -> LocalStack:
         self.klaviyo.start()
@@ -72,7 +73,10 @@ class LocalStack:
         return env
 
     def apply_env(self) -> None:
-        """Point this process (the producer side) at the stack."""
+        """Point this process (the producer side) at the stack; `stop` restores the
+        environment, so one stack's settings never leak into the next."""
+        if self._saved_env is None:
+            self._saved_env = dict(os.environ)
         os.environ.update(self.env())
         from worker import bootstrap
         from worker.celery_app import use_redis
@@ -194,6 +198,10 @@ class LocalStack:
         self.stop_workers()
         self.klaviyo.stop()
         self.ipaas.stop()
+        if self._saved_env is not None:
+            os.environ.clear()
+            os.environ.update(self._saved_env)
+            self._saved_env = None
 
     def __enter__(self) -> LocalStack:
         return self.start_sandboxes()

@@ -4,7 +4,8 @@
 notifications (``producers.webhook_parsing``), claims each record in the pending-sync store
 and enqueues a sync for every new claim. It answers 202 only once the work is in Redis; when
 Redis cannot take it, 503 so iPaaS.com delivers again. ``GET /healthz`` (liveness, never
-fails because of Redis) and ``GET /readyz`` (Redis answers PING) serve the orchestrator.
+fails because of Redis) and ``GET /readyz`` (Redis answers PING) serve the orchestrator;
+``GET /metrics`` serves the fleet's Prometheus metrics (``producers.metrics_server``).
 
 Nothing connects at import or construction time: each process (each gunicorn worker, after
 the fork) builds its own Redis pool and Celery producer on its first request.
@@ -22,13 +23,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from producers.intake import Intake, QueueUnavailable, build_intake
+from producers.metrics_server import respond
 from producers.webhook_parsing import MalformedBody, parse_body
+from worker.adapters.metrics import Metrics
 from worker.config import Secret, Settings
 from worker.core.errors import ConfigurationError
 
 WEBHOOK_PATH = "/webhooks/ipaas"
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 _READ_CHUNK = 64 * 1024
+_NO_TOKEN = Secret("")
 
 logger = logging.getLogger("ipaas_klaviyo.receiver")
 
@@ -41,6 +45,8 @@ class ReceiverSettings:
     webhook_api_key: Secret
     redis_url: str
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    # GET /metrics wants this bearer token when set; open otherwise (firewall it).
+    metrics_token: Secret = _NO_TOKEN
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ReceiverSettings:
@@ -53,7 +59,8 @@ class ReceiverSettings:
             raise ConfigurationError("WEBHOOK_MAX_BODY_BYTES must be a whole number") from None
         if limit <= 0:
             raise ConfigurationError("WEBHOOK_MAX_BODY_BYTES must be positive")
-        return cls(settings.webhook_api_key, settings.redis_url, limit)
+        return cls(settings.webhook_api_key, settings.redis_url, limit,
+                   Secret(e.get("METRICS_TOKEN", "").strip()))
 
     def require_key(self) -> None:
         # An unset key would mean either accepting everyone or refusing everyone; both are
@@ -100,6 +107,9 @@ class WebhookReceiver:
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "").rstrip("/") or "/"
         method = environ.get("REQUEST_METHOD", "GET")
+        if path == "/metrics":  # Prometheus text, not JSON
+            return respond(environ, start_response, self.intake().redis,
+                           self.settings.metrics_token.value)
         routes = {WEBHOOK_PATH: ("POST", self._webhook), "/healthz": ("GET", self._healthz),
                   "/readyz": ("GET", self._readyz)}
         try:
@@ -114,6 +124,10 @@ class WebhookReceiver:
             status, body, headers = reply.status, reply.body, reply.headers
             if path == WEBHOOK_PATH:
                 _log_outcome(status, body, environ)
+                if not status.startswith("503"):  # 503: Redis is down, nowhere to count
+                    Metrics(self.intake().redis).incr(
+                        "webhook_requests_total", {"status": status[:3]}
+                    )
         payload = json.dumps(body, separators=(",", ":")).encode()
         start_response(status, [("Content-Type", "application/json"),
                                 ("Content-Length", str(len(payload))), *headers])
@@ -134,16 +148,26 @@ class WebhookReceiver:
             raise _Reply("503 Service Unavailable",
                          {"error": "queue unavailable, deliver again later"},
                          [("Retry-After", "5")]) from None
+        # Transaction notifications with GENERATE_EVENTS off are acknowledged and ignored.
+        ignored = parsed.ignored + result.ignored
         body: dict[str, Any] = {
-            "accepted": len(parsed.requests),
+            "accepted": len(parsed.requests) - result.ignored,
             "coalesced": result.coalesced,
-            "ignored": parsed.ignored,
+            "ignored": ignored,
             "rejected": [r.as_dict() for r in parsed.rejected],
         }
         status = "202 Accepted"
         if parsed.rejected:
             status = "400 Bad Request"
             body["error"] = f"{len(parsed.rejected)} notification(s) rejected; the rest accepted"
+        # One round trip for all of a webhook's counts. accepted + coalesced = body's accepted.
+        Metrics(self.intake().redis).incr_many([
+            ("webhook_requests_total", {"status": status[:3]}, 1),
+            ("webhooks_total", {"result": "accepted"}, len(result.enqueued_ids)),
+            ("webhooks_total", {"result": "coalesced"}, result.coalesced),
+            ("webhooks_total", {"result": "ignored"}, ignored),
+            ("webhooks_total", {"result": "rejected"}, len(parsed.rejected)),
+        ])
         _log_outcome(status, body, environ, parsed.envelope_id, result.enqueued_ids)
         return status, body, []
 

@@ -157,7 +157,14 @@ def task_call(entry: Entry) -> tuple[str, dict[str, str]]:
     address or lists entry with its ids goes to its own task, anything else re-runs the
     whole customer pipeline."""
     customer_id = entry.get("customer_id")
-    if entry["step"] == TRANSACTION_STEP or not customer_id:
+    if entry["step"] == TRANSACTION_STEP:
+        if not entry.get("transaction_id"):
+            raise NotReplayable("a transaction entry without a transaction id")
+        kwargs = {"transaction_id": str(entry["transaction_id"])}
+        if customer_id:
+            kwargs["customer_id"] = str(customer_id)
+        return "sync_transaction", kwargs
+    if not customer_id:
         raise NotReplayable(f"no task replays a {entry['step']} entry")
     context = entry.get("context") or {}
     task = _STEP_TASKS.get(entry["step"])
@@ -170,9 +177,9 @@ def task_call(entry: Entry) -> tuple[str, dict[str, str]]:
 def default_enqueue(entry: Entry) -> str:
     """Enqueue the entry's step as a fresh task (a new retry budget); the tracking guid
     ``replay-…`` marks the run as a replay in the sync history. Returns the task id."""
-    from worker import tasks
+    from worker import tasks, transaction_tasks
 
     name, kwargs = task_call(entry)
-    task = getattr(tasks, name)
+    task = getattr(transaction_tasks if name == "sync_transaction" else tasks, name)
     result = task.apply_async(kwargs={**kwargs, "tracking_guid": f"replay-{uuid.uuid4()}"})
     return str(result.id)

@@ -13,10 +13,14 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
 
 from producers.receiver import ReceiverSettings, WebhookReceiver
+from worker.config import Settings
 from worker.core.errors import ConfigurationError
+from worker.logging_setup import install_masking
+from worker.observability import init_sentry
 
 DEFAULT_HOST = "0.0.0.0"
 DEFAULT_PORT = 8080
@@ -55,8 +59,23 @@ class ReceiverApplication(BaseApplication):
             if name in self.cfg.settings:
                 self.cfg.set(name, value)
 
-    def load(self) -> WebhookReceiver:
-        return WebhookReceiver(self.settings)
+    def load(self) -> Any:
+        # Runs in each worker after the fork: Sentry starts per process.
+        app = WebhookReceiver(self.settings)
+        if init_sentry(Settings.from_env(), "receiver"):
+            from sentry_sdk.integrations.wsgi import SentryWsgiMiddleware
+
+            return SentryWsgiMiddleware(app)
+        return app
+
+
+class MaskingLogger(glogging.Logger):
+    """gunicorn's logger with personal data masked, like every other log line of ours."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        install_masking(self.error_log)
+        install_masking(self.access_log)
 
 
 def gunicorn_options(host: str, port: int, workers: int) -> dict[str, Any]:
@@ -71,6 +90,7 @@ def gunicorn_options(host: str, port: int, workers: int) -> dict[str, Any]:
         "accesslog": None,  # the receiver logs one line per request itself, without PII
         "errorlog": "-",
         "loglevel": "info",
+        "logger_class": MaskingLogger,
         "proc_name": "ipaas-klaviyo-receiver",
         # gunicorn 24+'s admin socket lives at one path per user: several receivers on one
         # host (tests, the bench, the demo) would fight over it, and nothing here uses it.
@@ -89,5 +109,6 @@ def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, workers: int | Non
         level=logging.INFO, stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    install_masking()
     ReceiverApplication(settings, gunicorn_options(host, port, count)).run()
     return 0

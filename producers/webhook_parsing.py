@@ -18,13 +18,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 CUSTOMER = "customer"
+TRANSACTION = "transaction"
 
-# Normalised scope → the kind of record to sync. The one place new scopes are routed:
-# "transaction/created" and "transaction/updated" join here (kind "transaction") once the
-# transaction task exists; until then they are acknowledged and ignored like any other scope.
+# Normalised scope → the kind of record to sync. The one place new scopes are routed.
+# Transactions are synced only while GENERATE_EVENTS is on; the intake drops them otherwise.
 ROUTES: dict[str, str] = {
     "customer/created": CUSTOMER,
     "customer/updated": CUSTOMER,
+    "transaction/created": TRANSACTION,
+    "transaction/updated": TRANSACTION,
 }
 
 DEBUG_SUFFIX = "/debug"

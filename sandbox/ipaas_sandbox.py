@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from sandbox.httpserver import Handler, Request, Response, SandboxServer
+from sandbox.ipaas_transactions import TRANSACTIONS_BASE, TransactionStore
 
 DEFAULT_PAGE_SIZE = 100
 _LINK_FIELDS = ("table_name", "system_id", "external_id", "internal_id")
@@ -98,12 +99,18 @@ class IpaasSandbox:
         self.call_counts: collections.Counter[str] = collections.Counter()
         self._lock = threading.RLock()
         self._customers: dict[str, dict[str, Any]] = {}
+        self.transactions = TransactionStore(self._lock)
         self._ordered_ids: list[str] | None = None
         # (system id, lower-cased table name, internal id) → external id
         self._links: dict[tuple[str, str, str], str] = {}
         self._scripted: list[_Scripted] = []
         # Real list answers carry X-Pagination; switch it off to test clients without it.
         self.pagination_header = True
+        # Switch the update-time filter off to exercise reconcile's full-scan path: the list
+        # then answers a filter on the update time with `unsupported_filter_status`, or,
+        # when that is None, ignores the filter and lists everything.
+        self.update_filter_supported = True
+        self.unsupported_filter_status: int | None = 400
         self._failure_rate = 0.0
         self._failure_status = 503
         self._random = random.Random(0)
@@ -138,6 +145,9 @@ class IpaasSandbox:
             if key not in self._customers:
                 self._ordered_ids = None
             self._customers[key] = stored
+
+    def put_transaction(self, transaction: dict[str, Any]) -> None:
+        self.transactions.put(transaction)
 
     def remove_customer(self, customer_id: str) -> None:
         with self._lock:
@@ -179,9 +189,12 @@ class IpaasSandbox:
         with self._lock:
             self._customers.clear()
             self._ordered_ids = None
+            self.transactions.clear()
             self._links.clear()
             self._scripted.clear()
             self.pagination_header = True
+            self.update_filter_supported = True
+            self.unsupported_filter_status = 400
             self._failure_rate = 0.0
             self.call_counts.clear()
         self.server.requests.clear()
@@ -197,6 +210,10 @@ class IpaasSandbox:
              "lookup_external", self._lookup_external),
             ("POST", f"{base}/External/UpdateExternalId", "update_external_id",
              self._update_external_id),
+            ("GET", f"{TRANSACTIONS_BASE}/Transaction/{{id}}", "get_transaction",
+             self.transactions.get_transaction),
+            ("GET", f"{TRANSACTIONS_BASE}/Transactions", "list_transactions",
+             self.transactions.list_transactions),
         ]
         for method, pattern, name, handler in routes:
             self.server.route(method, pattern, self._guarded(name, handler))
@@ -252,6 +269,11 @@ class IpaasSandbox:
             return _error(400, "pageNumber and pageSize must be integers")
         if page_number < 1 or page_size < 1:
             return _error(400, "pageNumber and pageSize must be positive")
+        update_filters = [k for k in query if _snake_case(k) == "updated_datetime"]
+        if update_filters and not self.update_filter_supported:
+            if self.unsupported_filter_status is not None:
+                return _error(self.unsupported_filter_status, "unknown filter field")
+            query = {k: v for k, v in query.items() if k not in update_filters}
         matches = self._filtered(query)
         if matches is None:
             return _error(400, "unknown filter action")

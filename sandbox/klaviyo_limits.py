@@ -48,6 +48,8 @@ OPERATION_TIERS: dict[str, str] = {
     "get_profile_ids_for_bulk_import_profiles_job": "M",
     "get_list_for_bulk_import_profiles_job": "M",
     "get_list_ids_for_bulk_import_profiles_job": "M",
+    "create_event": "XL",
+    "bulk_create_events": "M",
 }
 
 BURST_SECONDS, STEADY_SECONDS = 1, 60

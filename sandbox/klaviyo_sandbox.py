@@ -26,6 +26,7 @@ from sandbox.klaviyo_errors import (
     not_found,
     unsupported_media_type,
 )
+from sandbox.klaviyo_events import EventEndpoints
 from sandbox.klaviyo_limits import RateLimiter, tier_limits
 from sandbox.klaviyo_lists import ListEndpoints
 from sandbox.klaviyo_profiles import ProfileEndpoints
@@ -53,6 +54,7 @@ class KlaviyoSandbox:
         consent = SubscriptionEndpoints(self._state)
         imports = self._bulk_imports = BulkImportEndpoints(self._state, lambda: self.url)
         jobs = "/api/profile-bulk-import-jobs"
+        events = self._events = EventEndpoints(self._state)
         # (method, path, operationId, handler). Later additions (events) register here the
         # same way.
         self._operations: list[tuple[str, str, str, Handler]] = [
@@ -88,6 +90,9 @@ class KlaviyoSandbox:
             ("GET", jobs + "/{id}/relationships/lists",
              "get_list_ids_for_bulk_import_profiles_job",
              imports.get_list_ids_for_bulk_import_profiles_job),
+            ("POST", "/api/events", "create_event", events.create_event),
+            ("POST", "/api/event-bulk-create-jobs", "bulk_create_events",
+             events.bulk_create_events),
         ]
         self._register_routes()
 
@@ -113,6 +118,8 @@ class KlaviyoSandbox:
     def reset(self) -> None:
         """Forget all data and settings (rate limits off); interceptors stay installed."""
         self._state.clear()
+        with self._state.lock:
+            self._events.log.clear()
         self._bulk_imports.settings = BulkImportSettings()
         self._rate_limiter = None
         with self._state.lock:
@@ -174,6 +181,18 @@ class KlaviyoSandbox:
 
     def list_members(self, name: str) -> set[str]:
         return self._state.members_of(name)
+
+    def events(self, metric: str | None = None, profile_id: str | None = None
+               ) -> list[dict[str, Any]]:
+        """Recorded events (first of each profile/metric/unique_id), oldest first."""
+        with self._state.lock:
+            return [dict(e) for e in self._events.log.events
+                    if metric in (None, e["metric"]) and profile_id in (None, e["profile_id"])]
+
+    @property
+    def duplicate_events(self) -> int:
+        """How many events were dropped as repeats of a (profile, metric, unique_id)."""
+        return self._events.log.duplicates
 
     @property
     def operation_ids(self) -> list[str]:

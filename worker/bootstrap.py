@@ -21,16 +21,21 @@ from worker.adapters.http import HttpAdapter
 from worker.adapters.ipaas import IpaasClient
 from worker.adapters.klaviyo import KlaviyoClient
 from worker.adapters.klaviyo_bulk import KlaviyoBulkImports
+from worker.adapters.klaviyo_events import KlaviyoEvents
 from worker.adapters.links import LinkStore
 from worker.adapters.list_directory import CachedListDirectory
+from worker.adapters.metrics import CountingLimiter, Metrics
 from worker.adapters.rate_limited_http import RateLimitedHttp
 from worker.adapters.rate_limiter import RedisRateLimiter, account_id
+from worker.adapters.sent_orders import SentOrderStore
 from worker.config import Settings
 from worker.core.errors import ConfigurationError
+from worker.core.events import EventSettings
 from worker.core.mapping import MappingCollections, load_mapping
 from worker.core.rate_limits import effective_limits, parse_limits
 from worker.core.retry import RetryPolicy
 from worker.core.sync_service import Ports
+from worker.core.transaction_service import TransactionPorts, TransactionSettings
 
 REQUIRED_FOR_SYNC = ("klaviyo_api_key", "ipaas_api_token", "ipaas_system_id")
 
@@ -48,10 +53,36 @@ class Container:
     lists: CachedListDirectory
     retry_policy: RetryPolicy
     limiter: RedisRateLimiter
+    metrics: Metrics
 
     @property
     def bulk(self) -> KlaviyoBulkImports:
         return KlaviyoBulkImports(self.klaviyo)
+
+    @property
+    def events(self) -> KlaviyoEvents:
+        return KlaviyoEvents(self.klaviyo)
+
+    @property
+    def sent_orders(self) -> SentOrderStore:
+        return SentOrderStore(self.redis)
+
+    @property
+    def transaction_ports(self) -> TransactionPorts:
+        return TransactionPorts(transactions=self.ipaas, events=self.events,
+                                sent=self.sent_orders, customers=self.ports)
+
+    @property
+    def transaction_settings(self) -> TransactionSettings:
+        s = self.settings
+        return TransactionSettings(
+            events=EventSettings(currency=s.event_currency,
+                                 placed_order_metric=s.placed_order_metric,
+                                 ordered_product_metric=s.ordered_product_metric),
+            reject_duplicate_skus=s.reject_duplicate_skus,
+            status_events=s.transaction_status_events,
+            default_region=s.default_phone_region,
+        )
 
     @property
     def ports(self) -> Ports:
@@ -91,7 +122,9 @@ def build(settings: Settings) -> Container:
     settings.require(*REQUIRED_FOR_SYNC)
     mapping = load_mapping_file(settings.mapping_file)
     client = redis_client(settings)
-    http = HttpAdapter(http_session(), timeout=settings.http_timeout)
+    metrics = Metrics(client)
+    http = HttpAdapter(http_session(), timeout=settings.http_timeout,
+                       on_response=metrics.http_counter("ipaas_calls_total"))
     # Every Klaviyo call takes a slot from the fleet-wide limiter first; iPaaS.com calls don't.
     limiter = RedisRateLimiter(
         client,
@@ -105,9 +138,17 @@ def build(settings: Settings) -> Container:
         settings.ipaas_api_token.value,
         settings.ipaas_system_id,
         client_id=settings.ipaas_client_id,
+        transaction_path=settings.ipaas_transaction_path,
+        transactions_path=settings.ipaas_transactions_path,
     )
     klaviyo = KlaviyoClient(
-        RateLimitedHttp(HttpAdapter(http_session(), timeout=settings.http_timeout), limiter),
+        RateLimitedHttp(
+            HttpAdapter(
+                http_session(), timeout=settings.http_timeout,
+                on_response=metrics.http_counter("klaviyo_calls_total", throttled_source="klaviyo"),
+            ),
+            CountingLimiter(limiter, metrics),
+        ),
         base_url=settings.klaviyo_base_url,
         api_key=settings.klaviyo_api_key.value,
         revision=settings.klaviyo_revision,
@@ -135,6 +176,7 @@ def build(settings: Settings) -> Container:
             max_total_seconds=settings.sync_max_retry_seconds,
         ),
         limiter=limiter,
+        metrics=metrics,
     )
 
 

@@ -101,6 +101,25 @@ class Settings:
     # minute) for accounts whose tiers differ from the published ones; empty: published.
     klaviyo_rate_limits: str = ""
     rate_limit_max_wait_seconds: float = 30.0
+    # Transactions → order events (README, "Transactions").
+    ipaas_transaction_path: str = "transactions/v2/Transaction/{id}"
+    ipaas_transactions_path: str = "transactions/v2/Transactions"
+    reject_duplicate_skus: bool = True
+    event_currency: str = "USD"
+    placed_order_metric: str = "Placed Order"
+    ordered_product_metric: str = "Ordered Product"
+    transaction_status_events: bool = False
+    # Subscription and list actions of many customers wait this long (or until a batch is
+    # full) and go to Klaviyo as one call; 0 sends each customer's actions at once.
+    subscription_batch_window: float = 2.0
+    # Reconciliation (README, "Reconciliation"): the beat interval, the first pass's
+    # look-back, and the list filter on the update time (its syntax is not documented).
+    reconcile_interval_seconds: float = 900.0
+    reconcile_lookback_seconds: float = 86400.0
+    reconcile_filter_action: str = "greaterthan"
+    reconcile_filter_field: str = "UpdateDateTime"
+    reconcile_full_scan: bool = False
+    reconcile_page_size: int = 100
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -139,6 +158,31 @@ class Settings:
             rate_limit_max_wait_seconds=_number(
                 e, "RATE_LIMIT_MAX_WAIT_SECONDS", d.rate_limit_max_wait_seconds
             ),
+            ipaas_transaction_path=e.get("IPAAS_TRANSACTION_PATH")
+            or d.ipaas_transaction_path,
+            ipaas_transactions_path=e.get("IPAAS_TRANSACTIONS_PATH")
+            or d.ipaas_transactions_path,
+            reject_duplicate_skus=_flag(e, "REJECT_DUPLICATE_SKUS", True),
+            event_currency=(e.get("EVENT_CURRENCY") or d.event_currency).upper(),
+            placed_order_metric=e.get("PLACED_ORDER_METRIC") or d.placed_order_metric,
+            ordered_product_metric=e.get("ORDERED_PRODUCT_METRIC") or d.ordered_product_metric,
+            transaction_status_events=_flag(e, "TRANSACTION_STATUS_EVENTS", False),
+            subscription_batch_window=_number(
+                e, "SUBSCRIPTION_BATCH_WINDOW_SECONDS", d.subscription_batch_window
+            ),
+            reconcile_interval_seconds=_number(
+                e, "RECONCILE_INTERVAL_SECONDS", d.reconcile_interval_seconds
+            ),
+            reconcile_lookback_seconds=_number(
+                e, "RECONCILE_LOOKBACK_SECONDS", d.reconcile_lookback_seconds
+            ),
+            reconcile_filter_action=e.get("RECONCILE_FILTER_ACTION")
+            or d.reconcile_filter_action,
+            reconcile_filter_field=e.get("RECONCILE_FILTER_FIELD") or d.reconcile_filter_field,
+            reconcile_full_scan=_flag(e, "RECONCILE_FULL_SCAN", False),
+            reconcile_page_size=int(
+                _number(e, "RECONCILE_PAGE_SIZE", d.reconcile_page_size)
+            ),
         ).checked()
 
     def checked(self) -> Settings:
@@ -151,6 +195,18 @@ class Settings:
         parse_limits(self.klaviyo_rate_limits)  # fails here, at start, on a bad value
         if self.sync_max_attempts < 1:
             raise ConfigurationError("SYNC_MAX_ATTEMPTS must be at least 1")
+        if "{id}" not in self.ipaas_transaction_path:
+            raise ConfigurationError("IPAAS_TRANSACTION_PATH must contain {id}")
+        if not 0 <= self.subscription_batch_window <= 60:
+            raise ConfigurationError(
+                "SUBSCRIPTION_BATCH_WINDOW_SECONDS must be between 0 (off) and 60"
+            )
+        if self.reconcile_interval_seconds <= 0 or self.reconcile_lookback_seconds <= 0:
+            raise ConfigurationError(
+                "RECONCILE_INTERVAL_SECONDS and RECONCILE_LOOKBACK_SECONDS must be positive"
+            )
+        if self.reconcile_page_size < 1:
+            raise ConfigurationError("RECONCILE_PAGE_SIZE must be at least 1")
         return self
 
     def __repr__(self) -> str:

@@ -16,14 +16,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 from celery import Task
+from celery.exceptions import Ignore
 
 from worker import bootstrap
 from worker.adapters.pending import CUSTOMER, PendingSyncs
+from worker.batch_tasks import queue_subscription_step
 from worker.celery_app import app
 from worker.core import reasons
 from worker.core.errors import FinalError, RetryableError, StepOutcome
 from worker.core.retry import backoff_seconds, should_retry
 from worker.core.sync_service import sync_address, sync_profile, sync_subscriptions
+from worker.observability import step_scope
 
 logger = logging.getLogger("ipaas_klaviyo.sync")
 
@@ -67,6 +70,27 @@ def run_step(
     first_attempt_at: float | None,
     work: StepWork,
     retry_kwargs: dict[str, Any],
+    *,
+    transaction_id: str | None = None,
+) -> StepOutcome:
+    """With ``transaction_id``, ``customer_id`` names the history the step is filed under
+    and the dead letter is the transaction's, with ``retry_kwargs["customer_id"]`` (which the
+    work may fill in once it knows the customer)."""
+    # Errors reported to Sentry while the step runs carry its customer, step and guid.
+    with step_scope(customer_id, tracking_guid, step):
+        return _run_step(task, step, customer_id, tracking_guid, first_attempt_at, work,
+                         retry_kwargs, transaction_id)
+
+
+def _run_step(
+    task: Task,
+    step: str,
+    customer_id: str,
+    tracking_guid: str | None,
+    first_attempt_at: float | None,
+    work: StepWork,
+    retry_kwargs: dict[str, Any],
+    transaction_id: str | None = None,
 ) -> StepOutcome:
     c = bootstrap.container()
     started = time.monotonic()
@@ -79,8 +103,9 @@ def run_step(
     except FinalError as exc:
         outcome = StepOutcome(step, "rejected", exc.reason, errors=exc.errors)
         c.dead_letters.record(
-            customer_id=customer_id, step=step, reason=exc.reason, errors=exc.errors,
-            last_error=str(exc), context=context,
+            customer_id=_dead_letter_customer(customer_id, retry_kwargs, transaction_id),
+            step=step, reason=exc.reason, errors=exc.errors,
+            last_error=str(exc), context=context, transaction_id=transaction_id,
         )
     except Exception as exc:
         # Transient by classification (RetryableError) or unknown: retry within budget.
@@ -97,6 +122,7 @@ def run_step(
             )
             if not isinstance(exc, RetryableError):
                 logger.exception("unexpected error in %s step for customer %s", step, customer_id)
+            c.metrics.incr("retries_total", {"step": step})
             # Our own budget (attempts and total time) decides; Celery's counter is unlimited.
             raise task.retry(
                 args=(),
@@ -105,15 +131,25 @@ def run_step(
             ) from None
         outcome = StepOutcome(step, "rejected", reasons.RETRIES_EXHAUSTED)
         c.dead_letters.record(
-            customer_id=customer_id, step=step, reason=reasons.RETRIES_EXHAUSTED, errors=[],
-            last_error=last_error, context=context,
+            customer_id=_dead_letter_customer(customer_id, retry_kwargs, transaction_id),
+            step=step, reason=reasons.RETRIES_EXHAUSTED, errors=[],
+            last_error=last_error, context=context, transaction_id=transaction_id,
         )
     else:
-        c.dead_letters.remove(f"{step}:{customer_id}")
+        c.dead_letters.remove(f"{step}:{transaction_id or customer_id}")
     elapsed_ms = (time.monotonic() - started) * 1000
     c.history.record(customer_id, outcome, tracking_guid=tracking_guid, duration_ms=elapsed_ms)
     _log(customer_id, outcome, tracking_guid, elapsed_ms)
+    c.metrics.incr("syncs_total", {"step": step, "outcome": outcome.outcome})
     return outcome
+
+
+def _dead_letter_customer(customer_id: str, retry_kwargs: dict[str, Any],
+                          transaction_id: str | None) -> str | None:
+    if transaction_id is None:
+        return customer_id
+    known = retry_kwargs.get("customer_id")
+    return str(known) if known else None
 
 
 @app.task(bind=True, name="ipaas_klaviyo.sync_customer", max_retries=None)
@@ -194,9 +230,33 @@ def apply_subscriptions(
     tracking_guid: str | None = None,
     first_attempt_at: float | None = None,
 ) -> dict:
-    """Apply SubscribeProfile, LIST_ and UCLIST_ to the profile."""
+    """Apply SubscribeProfile, LIST_ and UCLIST_ to the profile.
+
+    With SUBSCRIPTION_BATCH_WINDOW_SECONDS above 0 the actions are queued for a batched
+    call (worker.batch_tasks): the flush records this step's outcome and stores this task's
+    result, so here nothing is recorded and no result is stored (Ignore). A failure to plan
+    or queue is retried or dead-lettered by run_step like any step failure.
+    """
+    c = bootstrap.container()
+    batching = c.settings.subscription_batch_window > 0
+    failed: Exception | None = None
+    if batching:
+        try:
+            queued = queue_subscription_step(
+                c, self.request.id, customer_id, profile_id, collection, tracking_guid,
+                now=datetime.now(UTC),
+            )
+        except Exception as exc:
+            failed = exc
+        else:
+            if queued:
+                raise Ignore()
 
     def work(c: bootstrap.Container) -> StepOutcome:
+        if failed is not None:
+            raise failed
+        if batching:  # the plan had nothing to send
+            return StepOutcome(LISTS, "skipped", profile_id=profile_id)
         actions = sync_subscriptions(
             customer_id, profile_id, collection, c.ports, c.mapping,
             default_region=c.settings.default_phone_region, now=datetime.now(UTC),

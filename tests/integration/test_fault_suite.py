@@ -83,6 +83,6 @@ def test_four_workers_never_exceed_a_low_limit(make_stack, tmp_path: Path) -> No
     outcomes = stack.wait_for_outcomes(ids, timeout=300)
     assert all(o["lists"]["outcome"] == "synced" for o in outcomes.values())
     stats = stack.klaviyo.rate_stats()["L"]
-    assert stats["seen"] >= 90  # upsert, address and subscribe for each customer
+    assert stats["seen"] >= 30  # an upsert per customer, plus the batched subscriptions
     assert stats["max_seen_per_second"] <= 5
     assert stats["throttled"] == 0

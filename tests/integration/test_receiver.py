@@ -152,7 +152,7 @@ def test_correlation_header_is_the_fallback_tracking_id(
 def test_ignored_scopes_are_acknowledged_and_not_queued(
     receiver: Receiver, redis_client: redis.Redis
 ) -> None:
-    reply = receiver.post(envelope(note("1", "product/poll"), note("2", "transaction/created")))
+    reply = receiver.post(envelope(note("1", "product/poll"), note("2", "giftcard/created")))
     assert reply.status == 202
     assert reply.body == {"accepted": 0, "coalesced": 0, "ignored": 2, "rejected": []}
     assert redis_client.llen(QUEUE) == 0
@@ -304,6 +304,10 @@ def test_queued_message_has_the_shape_celery_itself_publishes(redis_url: str) ->
     app.send_task("ipaas_klaviyo.sync_customer",
                   kwargs={"customer_id": "1", "tracking_guid": "g"}, ignore_result=True)
     by_celery = json.loads(str(client.rpop(QUEUE)))
+    # Sentry's Celery integration, once set up in this process by another test, adds its
+    # trace-propagation headers to everything apply_async publishes; they are not Celery's.
+    for key in [k for k in by_celery["headers"] if "sentry" in k or k in ("baggage", "headers")]:
+        by_celery["headers"].pop(key)
     ours = json.loads(TaskMessages().build(SyncRequest(0, CUSTOMER, "1", "g")).message)
     assert ours.keys() == by_celery.keys()
     per_message = {"id", "root_id", "correlation_id", "delivery_tag", "reply_to"}

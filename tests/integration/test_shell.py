@@ -125,7 +125,8 @@ def test_queues_counts_waiting_and_unacknowledged_messages(spare_db: str) -> Non
     client.hset("unacked", mapping={"tag1": "{}", "tag2": "{}"})
     client.lpush("celery", "not ours")
     namespace = build_namespace(Settings(redis_url=spare_db))
-    assert namespace["queues"]() == {"profiles": 4, "addresses": 0, "lists": 1, "unacked": 2}
+    assert namespace["queues"]() == {"profiles": 4, "addresses": 0, "lists": 1,
+                                     "transactions": 0, "unacked": 2}
     client.close()
 
 
@@ -138,7 +139,7 @@ def test_shell_command_reads_piped_input(stack: LocalStack) -> None:
     # stdout holds the prompts (">>> ") and what the statements printed.
     lines = [text.strip() for text in done.stdout.split(">>> ") if text.strip()]
     depths = ast.literal_eval(lines[0])
-    assert set(depths) == {"profiles", "addresses", "lists", "unacked"}
+    assert set(depths) == {"profiles", "addresses", "lists", "transactions", "unacked"}
     assert all(isinstance(n, int) and n >= 0 for n in depths.values())
     assert lines[1] == "01SHELLPROFILE"
     assert lines[2].isdigit()

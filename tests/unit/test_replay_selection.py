@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 
 from producers.replay import (
-    NotReplayable,
     ReplayReport,
     SelectionError,
     parse_since,
@@ -233,11 +232,7 @@ def test_a_step_without_its_ids_re_runs_the_whole_pipeline() -> None:
         "sync_customer", {"customer_id": "7"})
 
 
-def test_a_transaction_entry_cannot_be_replayed_yet() -> None:
+def test_a_transaction_entry_replays_through_the_transaction_task() -> None:
     transaction = entry("transaction:T1", transaction_id="T1")
-    with pytest.raises(NotReplayable, match="transaction"):
-        task_call(transaction)
-    store = FakeStore().add(transaction)
-    report = replay(store, [transaction], enqueue=lambda e: task_call(e)[0])
-    assert report.failed == [("transaction:T1", "no task replays a transaction entry")]
-    assert "transaction:T1" in store.entries
+    name, kwargs = task_call(transaction)
+    assert name == "sync_transaction" and kwargs["transaction_id"] == "T1"

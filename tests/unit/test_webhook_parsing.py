@@ -9,6 +9,7 @@ import pytest
 
 from producers.webhook_parsing import (
     CUSTOMER,
+    TRANSACTION,
     MalformedBody,
     Rejection,
     SyncRequest,
@@ -84,10 +85,15 @@ def test_customer_scopes_route_to_customer_sync(scope: str) -> None:
 
 @pytest.mark.parametrize("scope", [
     "customer/deleted", "customer/category/initialize", "product/poll", "giftcard/created",
-    "transaction/created", "transaction/updated/debug", "customer", "customer/updated/extra",
+    "transaction/deleted", "customer", "customer/updated/extra",
 ])
 def test_other_scopes_are_not_routed(scope: str) -> None:
     assert route(scope) is None
+
+
+@pytest.mark.parametrize("scope", ["transaction/created", "Transaction/Updated/debug"])
+def test_transaction_scopes_route_to_transaction_sync(scope: str) -> None:
+    assert route(scope) == TRANSACTION
 
 
 def test_normalise_scope_strips_debug_and_case() -> None:
@@ -96,7 +102,7 @@ def test_normalise_scope_strips_debug_and_case() -> None:
 
 def test_ignored_scopes_are_counted_not_rejected() -> None:
     parsed = parse_payload([notification(scope="product/poll"),
-                            notification(scope="transaction/created", id=None),
+                            notification(scope="giftcard/created", id=None),
                             notification(id="9")])
     assert parsed.ignored == 2
     assert [r.record_id for r in parsed.requests] == ["9"]

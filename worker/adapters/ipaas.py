@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -19,10 +20,19 @@ from worker.adapters.http import HttpAdapter
 from worker.core import reasons
 from worker.core.classify import Classification, Verdict
 from worker.core.errors import FinalError, NotFoundError, RetryableError
+from worker.core.reconcile import format_time
 
 CUSTOMERS_API = "customers/v2"
+TRANSACTION_PATH = "transactions/v2/Transaction/{id}"
+TRANSACTIONS_PATH = "transactions/v2/Transactions"
 DELETED_LINK_PREFIX = "DELETED:"
 UNAUTHORIZED_MESSAGE = "ipaas: unauthorized (check IPAAS_API_TOKEN)"
+# How a list endpoint says it does not know a filter field or operator.
+FILTER_REFUSED_STATUSES = (400, 422)
+
+
+class FilterNotAccepted(FinalError):
+    """The list endpoint refused a field filter: the caller has to page through everything."""
 
 
 def _segment(value: str) -> str:
@@ -79,8 +89,14 @@ class IpaasClient:
         token: str,
         system_id: str,
         client_id: str | None = None,
+        *,
+        transaction_path: str = TRANSACTION_PATH,
+        transactions_path: str = TRANSACTIONS_PATH,
     ) -> None:
         self.http = http
+        # Inferred from the customers API (reference/ipaas.md), hence configurable.
+        self.transaction_path = transaction_path.strip("/")
+        self.transactions_path = transactions_path.strip("/")
         self.base_url = base_url.rstrip("/")
         self.system_id = str(system_id)
         self._headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
@@ -142,12 +158,20 @@ class IpaasClient:
         self._raise_unless_ok(operation, response, verdict)
 
     def iter_customers(
-        self, page_size: int | None = None, start_page: int = 1
+        self,
+        page_size: int | None = None,
+        start_page: int = 1,
+        *,
+        since: datetime | None = None,
+        filter_action: str = "greaterthan",
+        filter_field: str = "UpdateDateTime",
     ) -> Iterator[tuple[int, list[dict[str, Any]]]]:
         """Yield ``(page_number, customers)`` one page at a time, from ``start_page`` on.
 
         Follows ``X-Pagination`` to the last page. Without a usable header it goes on only
         while pages come back full, so a server that ignores ``pageNumber`` cannot loop us.
+        With ``since``, lists only customers updated after it (``action=<filter_action>&
+        <filter_field>=<time>``); a server that refuses the filter raises FilterNotAccepted.
         """
         operation = "list_customers"
         page = start_page
@@ -155,9 +179,17 @@ class IpaasClient:
             params: dict[str, Any] = {"pageNumber": page}
             if page_size is not None:
                 params["pageSize"] = page_size
+            if since is not None:
+                params["action"] = filter_action
+                params[filter_field] = format_time(since)
             response, verdict = self._send(
                 operation, "GET", f"{CUSTOMERS_API}/Customers", params=params
             )
+            if since is not None and response.status_code in FILTER_REFUSED_STATUSES:
+                raise FilterNotAccepted(
+                    f"ipaas {operation}: filter {filter_action} {filter_field} refused "
+                    f"(HTTP {response.status_code})"
+                )
             self._raise_unless_ok(operation, response, verdict)
             customers = self._json(operation, response)
             if not isinstance(customers, list):
@@ -171,6 +203,65 @@ class IpaasClient:
                 if current >= total:
                     return
             elif page_size is None or len(customers) < page_size:
+                return
+            page += 1
+
+    # -- transactions ------------------------------------------------------------------
+
+    def get_transaction(self, transaction_id: str) -> dict[str, Any]:
+        """The transaction (with its lines); ``NotFoundError`` when the id is unknown."""
+        operation = "get_transaction"
+        path = self.transaction_path.replace("{id}", _segment(transaction_id))
+        response, verdict = self._send(operation, "GET", path)
+        if verdict.verdict is Verdict.NOT_FOUND:
+            raise NotFoundError(
+                f"ipaas {operation}: transaction not found", reason=reasons.TRANSACTION_NOT_FOUND
+            )
+        self._raise_unless_ok(operation, response, verdict)
+        transaction = self._json(operation, response)
+        if not isinstance(transaction, dict):
+            raise FinalError(f"ipaas {operation}: unexpected response shape")
+        return transaction
+
+    def iter_transactions(
+        self,
+        page_size: int | None = None,
+        start_page: int = 1,
+        *,
+        since: datetime | None = None,
+        filter_action: str = "greaterthan",
+        filter_field: str = "UpdateDateTime",
+    ) -> Iterator[tuple[int, list[dict[str, Any]]]]:
+        """Yield ``(page_number, transactions)`` page by page, paging and filtering on the
+        update time as iter_customers does."""
+        operation = "list_transactions"
+        page = start_page
+        while True:
+            params: dict[str, Any] = {"pageNumber": page}
+            if page_size is not None:
+                params["pageSize"] = page_size
+            if since is not None:
+                params["action"] = filter_action
+                params[filter_field] = format_time(since)
+            response, verdict = self._send(operation, "GET", self.transactions_path,
+                                           params=params)
+            if since is not None and response.status_code in FILTER_REFUSED_STATUSES:
+                raise FilterNotAccepted(
+                    f"ipaas {operation}: filter {filter_action} {filter_field} refused "
+                    f"(HTTP {response.status_code})"
+                )
+            self._raise_unless_ok(operation, response, verdict)
+            records = self._json(operation, response)
+            if not isinstance(records, list):
+                raise FinalError(f"ipaas {operation}: unexpected response shape")
+            if not records:
+                return
+            yield page, records
+            pagination = parse_pagination(response.headers.get("X-Pagination"))
+            if pagination is not None:
+                if pagination[0] >= pagination[1]:
+                    return
+            elif page_size is None or len(records) < page_size:
                 return
             page += 1
 

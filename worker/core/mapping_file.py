@@ -29,14 +29,18 @@ merges) may share mappings between the two collections. Destinations: Klaviyo at
 ...), location fields (``Address1``, ``Address2``, ``City``, ``Region``, ``Country``,
 ``Zip``), ``Id`` (the Klaviyo profile id), ``Type`` (must be the static ``profile``), the
 directives ``SubscribeProfile``, ``LIST_{name}`` and ``UCLIST_{name}``, and anything else
-becomes a custom profile property. A top-level ``settings`` block is reserved.
+becomes a custom profile property. A top-level ``settings`` block is reserved; an optional
+``events`` section maps transactions to order events (see ``worker.core.event_mapping``).
 
 Every problem raises ``MappingFileError`` naming the file and the line of the mapping.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
@@ -44,7 +48,9 @@ import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from worker.core import event_formulas  # noqa: F401  (registers the event formulas)
 from worker.core.errors import ConfigurationError
+from worker.core.event_mapping import EVENTS, EventCollections, parse_events
 from worker.core.fieldnames import CUSTOMER_FIELDS
 from worker.core.formulas import FORMULAS, Call, Expr, FieldRef, Literal
 from worker.core.model import (
@@ -73,7 +79,7 @@ _RESERVED_DESTINATIONS = {
         SUBSCRIBE_DIRECTIVE,
     )
 }
-_TOP_LEVEL_KEYS = (ADD, UPDATE, "settings")
+_TOP_LEVEL_KEYS = (ADD, UPDATE, "settings", EVENTS)
 _MAPPING_KEYS = {
     "static": {"type", "value", "destination", "description"},
     "field": {"type", "source", "destination", "description"},
@@ -98,6 +104,8 @@ class MappingCollections:
     add: tuple[Mapping, ...]
     update: tuple[Mapping, ...]
     source_name: str = BUNDLED_SOURCE
+    events: EventCollections = field(default_factory=EventCollections)
+    has_events: bool = False  # the file had an events section
 
     def for_collection(self, name: str) -> tuple[Mapping, ...]:
         return self.update if name == UPDATE else self.add
@@ -109,13 +117,30 @@ def load_mapping(
     """Parse and check a mapping file; ``None`` loads the bundled default."""
     if text is None:
         text = resources.files("worker.core").joinpath("default_mapping.yaml").read_text("utf-8")
-    return _Loader(source_name).load(text)
+        return _Loader(source_name).load(text)
+    loaded = _Loader(source_name).load(text)
+    if loaded.has_events:
+        return loaded
+    # A mapping file without an events section keeps the bundled order events.
+    return dataclasses.replace(loaded, events=load_mapping(None).events)
 
 
 class _Loader:
     def __init__(self, source_name: str) -> None:
         self.source_name = source_name
         self.constructor = SafeConstructor()
+        # Which field names a ``field`` mapping may read; event collections switch it.
+        self.fields: dict[str, str] = CUSTOMER_FIELDS
+
+    @contextmanager
+    def reading(self, fields: dict[str, str]) -> Iterator[None]:
+        """Parse event mappings: fields from ``fields``, every destination a property."""
+        saved = self.fields
+        self.fields = fields
+        try:
+            yield
+        finally:
+            self.fields = saved
 
     def fail(self, node: Node | None, problem: str) -> MappingFileError:
         line = node.start_mark.line + 1 if node is not None else 1
@@ -137,12 +162,17 @@ class _Loader:
         sections = self.keyed(root)
         for key, (key_node, _) in sections.items():
             if key not in _TOP_LEVEL_KEYS:
-                raise self.fail(key_node, f"unknown section {key!r} (known: add, settings, update)")
-        return MappingCollections(
+                known = ", ".join(sorted(_TOP_LEVEL_KEYS))
+                raise self.fail(key_node, f"unknown section {key!r} (known: {known})")
+        collections = MappingCollections(
             add=self.collection(root, sections, ADD),
             update=self.collection(root, sections, UPDATE),
             source_name=self.source_name,
         )
+        if EVENTS not in sections:
+            return collections
+        events = parse_events(self, sections[EVENTS][1])
+        return dataclasses.replace(collections, events=events, has_events=True)
 
     def collection(
         self, root: Node, sections: dict[str, tuple[Node, Node]], name: str
@@ -186,6 +216,8 @@ class _Loader:
             expression = self.field_ref(node, self.text(node, fields, "source"))
         else:
             expression = self.call(node, fields)
+        if self.fields is not CUSTOMER_FIELDS:
+            return Mapping(kind, destination, expression, node.start_mark.line + 1)
         if destination == TYPE_DESTINATION and expression != Literal("profile"):
             raise self.fail(node, "'Type' must be the static value 'profile'")
         return Mapping(kind, destination, expression, node.start_mark.line + 1)
@@ -198,11 +230,11 @@ class _Loader:
         if not destination:
             raise self.fail(node, "empty destination")
         reserved = _RESERVED_DESTINATIONS.get(destination.lower(), destination)
-        if reserved != destination:
+        if reserved != destination and self.fields is CUSTOMER_FIELDS:
             raise self.fail(
                 node, f"unknown destination {destination!r} (did you mean {reserved!r}?)"
             )
-        for prefix in (LIST_PREFIX, UCLIST_PREFIX):
+        for prefix in (LIST_PREFIX, UCLIST_PREFIX) if self.fields is CUSTOMER_FIELDS else ():
             if destination.startswith(prefix) and not destination.removeprefix(prefix).strip():
                 raise self.fail(node, f"{destination!r} needs a list name after {prefix!r}")
         return destination
@@ -247,8 +279,8 @@ class _Loader:
         raise self.fail(node, "an argument is a field name, {value: ...} or {formula: ...}")
 
     def field_ref(self, node: Node, name: object) -> FieldRef:
-        if not isinstance(name, str) or name not in CUSTOMER_FIELDS:
-            known = ", ".join(sorted(CUSTOMER_FIELDS))
+        if not isinstance(name, str) or name not in self.fields:
+            known = ", ".join(sorted(self.fields))
             raise self.fail(node, f"unknown field {name!r} (known: {known})")
         return FieldRef(name)
 

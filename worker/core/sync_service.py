@@ -158,7 +158,11 @@ def sync_profile(
             )
         ports.links.set(customer_id, outcome_id)
     if ports.fingerprints is not None:
-        ports.fingerprints.set(customer_id, payload.fingerprint)
+        # Stored as the next sync will compute it: linked, with the update collection.
+        stamp = payload.fingerprint
+        if outcome_id != linked:
+            stamp = build_profile_payload(customer, outcome_id, mapping, default_region).fingerprint
+        ports.fingerprints.set(customer_id, stamp)
     return ProfileSyncResult(
         customer_id=customer_id,
         profile_id=outcome_id,
@@ -259,7 +263,22 @@ def sync_address(
     return location
 
 
-def sync_subscriptions(
+@dataclass(frozen=True)
+class SubscriptionPlan:
+    """The lists step worked out and ready to send: its actions, their lists' ids and
+    what a consent call needs to name the person."""
+
+    actions: list[SubscriptionAction]
+    list_ids: dict[str, str]
+    email: str | None
+    phone_number: str | None
+    consented_at: str  # for historical imports (UCLIST_): a moment just past
+
+    def list_id(self, action: SubscriptionAction) -> str | None:
+        return self.list_ids.get(action.list_name) if action.list_name else None
+
+
+def plan_subscription_step(
     customer_id: str,
     profile_id: str,
     collection: str,
@@ -268,26 +287,36 @@ def sync_subscriptions(
     *,
     default_region: str,
     now: datetime,
-) -> list[SubscriptionAction]:
-    """Apply SubscribeProfile, LIST_ and UCLIST_ directives; returns what was done."""
-    assert ports.lists is not None and ports.subscriptions is not None
+) -> SubscriptionPlan:
+    """Map, parse the directives, plan and resolve list names; a bad flag or an unknown
+    list rejects the step here, before anything is sent or queued."""
+    assert ports.lists is not None
     mapped = _mapped_for_step(customer_id, profile_id, collection, ports, mapping, default_region)
     directives, errors = parse_directives(mapped)
     if errors:
         raise ValidationFailed(errors)
     actions = plan_subscriptions(directives)
-    list_ids = _resolve_lists(actions, mapped, ports.lists)
-    email = mapped.attributes.get("email")
-    phone = mapped.attributes.get("phone_number")
-    consented_at = (now - _CONSENT_BACKDATE).isoformat()
-    for action in actions:
-        list_id = list_ids.get(action.list_name) if action.list_name else None
+    return SubscriptionPlan(
+        actions=actions,
+        list_ids=_resolve_lists(actions, mapped, ports.lists),
+        email=mapped.attributes.get("email"),
+        phone_number=mapped.attributes.get("phone_number"),
+        consented_at=(now - _CONSENT_BACKDATE).isoformat(),
+    )
+
+
+def send_subscription_plan(plan: SubscriptionPlan, profile_id: str, ports: Ports) -> None:
+    """Send the plan's actions for this one customer, one call each."""
+    assert ports.subscriptions is not None
+    email, phone = plan.email, plan.phone_number
+    for action in plan.actions:
+        list_id = plan.list_id(action)
         if action.kind == SUBSCRIBE:
             target = SubscriptionTarget(
                 email=email,
                 phone_number=phone,
                 profile_id=profile_id,
-                consented_at=consented_at if action.historical_import else None,
+                consented_at=plan.consented_at if action.historical_import else None,
             )
             ports.subscriptions.subscribe(
                 [target],
@@ -300,7 +329,23 @@ def sync_subscriptions(
             ports.subscriptions.unsubscribe([target], list_id=list_id)
         elif action.kind == REMOVE_FROM_LIST and list_id is not None:
             ports.subscriptions.remove_profiles_from_list(list_id, [profile_id])
-    return actions
+
+
+def sync_subscriptions(
+    customer_id: str,
+    profile_id: str,
+    collection: str,
+    ports: Ports,
+    mapping: MappingCollections,
+    *,
+    default_region: str,
+    now: datetime,
+) -> list[SubscriptionAction]:
+    """Apply SubscribeProfile, LIST_ and UCLIST_ directives; returns what was done."""
+    plan = plan_subscription_step(customer_id, profile_id, collection, ports, mapping,
+                                  default_region=default_region, now=now)
+    send_subscription_plan(plan, profile_id, ports)
+    return plan.actions
 
 
 def _resolve_lists(

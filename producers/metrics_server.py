@@ -1,0 +1,161 @@
+"""Prometheus exposition of the fleet's metrics: counters from Redis, gauges read at scrape.
+
+The webhook receiver serves it at ``GET /metrics``; ``ipaas-klaviyo metrics`` serves it alone
+for deployments without the receiver. Either way every scrape reads Redis, so any one
+endpoint reports the whole fleet (all workers, all receiver processes). Nothing here is
+personal data: names, codes and counts only.
+
+Prometheus usually scrapes without credentials, so the endpoint is open unless
+``METRICS_TOKEN`` is set, in which case it wants ``Authorization: Bearer <METRICS_TOKEN>``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import logging
+import os
+import socketserver
+import sys
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from worker.adapters.metrics import COUNTERS, Metrics
+
+NAMESPACE = "ipaas_klaviyo"
+DEFAULT_PORT = 9108
+
+logger = logging.getLogger("ipaas_klaviyo.metrics")
+
+StartResponse = Callable[..., Any]
+
+
+class RedisCollector(Collector):
+    """Reads every counter and gauge from Redis on each scrape."""
+
+    def __init__(self, client: Any, prefix: str = "ipk") -> None:
+        self._redis = client
+        self._metrics = Metrics(client, prefix)
+        # DeadLetterStore's index and drop counter (read directly: no store set-up per scrape).
+        self._dead_letter_index = f"{prefix}:dlq:by_time"
+        self._dead_letters_dropped = f"{prefix}:dlq:dropped_total"
+
+    def collect(self) -> Iterator[Any]:
+        up = GaugeMetricFamily(f"{NAMESPACE}_redis_up", "1 if Redis answered this scrape")
+        try:
+            families = list(self._families())
+        except Exception as exc:
+            logger.warning("metrics scrape could not read Redis: %s", type(exc).__name__)
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        yield from families
+
+    def _families(self) -> Iterable[Any]:
+        for name, values in self._metrics.snapshot().items():
+            label_names = sorted({k for key in values for k, _ in key})
+            family = CounterMetricFamily(
+                f"{NAMESPACE}_{name}", COUNTERS.get(name, name), labels=label_names
+            )
+            for key, value in sorted(values.items()):
+                labels = dict(key)
+                family.add_metric([labels.get(n, "") for n in label_names], value)
+            yield family
+        yield from self._gauges()
+
+    def _gauges(self) -> Iterable[Any]:
+        from producers.shell import queue_depths
+
+        depths = GaugeMetricFamily(
+            f"{NAMESPACE}_queue_depth",
+            "Celery messages waiting per queue; unacked: taken by a worker, not yet acknowledged",
+            labels=["queue"],
+        )
+        for queue, depth in queue_depths(self._redis).items():
+            depths.add_metric([queue], depth)
+        yield depths
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.zcard(self._dead_letter_index)
+        pipe.get(self._dead_letters_dropped)
+        size, dropped = pipe.execute()
+        yield GaugeMetricFamily(f"{NAMESPACE}_dead_letters", "Entries in the dead-letter store",
+                                value=int(size))
+        yield CounterMetricFamily(
+            f"{NAMESPACE}_dead_letters_dropped", "Dead-letter entries dropped by retention or size",
+            value=int(dropped or 0),
+        )
+
+
+def exposition(client: Any) -> bytes:
+    """The Prometheus text format of everything in this Redis."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(RedisCollector(client))
+    return generate_latest(registry)
+
+
+def authorised(environ: Mapping[str, Any], token: str) -> bool:
+    """True when no token is configured or the request carries it as a bearer token."""
+    if not token:
+        return True
+    scheme, _, given = str(environ.get("HTTP_AUTHORIZATION", "")).strip().partition(" ")
+    matches = hmac.compare_digest(given.strip().encode(), token.encode())
+    return matches and scheme.lower() == "bearer"
+
+
+def respond(environ: Mapping[str, Any], start_response: StartResponse, client: Any,
+            token: str) -> list[bytes]:
+    """Answer one scrape (any path, GET or HEAD)."""
+    if environ.get("REQUEST_METHOD", "GET") not in ("GET", "HEAD"):
+        start_response("405 Method Not Allowed", [("Allow", "GET"),
+                                                  ("Content-Type", "text/plain")])
+        return [b"use GET\n"]
+    if not authorised(environ, token):
+        start_response("401 Unauthorized", [("WWW-Authenticate", "Bearer"),
+                                             ("Content-Type", "text/plain")])
+        return [b"missing or invalid bearer token\n"]
+    body = exposition(client)
+    start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST),
+                              ("Content-Length", str(len(body)))])
+    return [body] if environ.get("REQUEST_METHOD") != "HEAD" else []
+
+
+def metrics_app(client: Any, token: str = "") -> Callable[..., list[bytes]]:
+    def app(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+        return respond(environ, start_response, client, token)
+
+    return app
+
+
+class _ThreadingServer(socketserver.ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # scrapes are not news
+        pass
+
+
+def serve_metrics(host: str = "0.0.0.0", port: int = DEFAULT_PORT,
+                  env: Mapping[str, str] | None = None) -> int:
+    """``ipaas-klaviyo metrics``: serve the exposition until interrupted."""
+    from producers.intake import redis_client
+    from worker.config import Settings
+
+    e = os.environ if env is None else env
+    settings = Settings.from_env(e)
+    app = metrics_app(redis_client(settings.redis_url), e.get("METRICS_TOKEN", "").strip())
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    with make_server(host, port, app, server_class=_ThreadingServer,
+                     handler_class=_QuietHandler) as server:
+        logger.info("serving metrics on %s:%d", host, server.server_port)
+        with contextlib.suppress(KeyboardInterrupt):
+            server.serve_forever()
+    return 0
