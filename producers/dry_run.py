@@ -19,7 +19,8 @@ from worker.adapters.klaviyo import KlaviyoClient
 from worker.bootstrap import Container
 from worker.core.classify import Classification, Verdict
 from worker.core.errors import FinalError
-from worker.core.sync_service import Ports, sync_address, sync_profile, sync_subscriptions
+from worker.core.subscription_step import sync_subscriptions
+from worker.core.sync_service import Ports, sync_address, sync_profile
 
 NEW_PROFILE = "(new profile)"
 

@@ -54,8 +54,8 @@ from worker.core.errors import (
     headline_reason,
 )
 from worker.core.retry import backoff_seconds, should_retry
+from worker.core.subscription_step import plan_subscription_step
 from worker.core.subscriptions import REMOVE_FROM_LIST
-from worker.core.sync_service import plan_subscription_step
 
 logger = logging.getLogger("ipaas_klaviyo.sync")
 

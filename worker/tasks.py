@@ -25,7 +25,8 @@ from worker.celery_app import app
 from worker.core import reasons
 from worker.core.errors import FinalError, RetryableError, StepOutcome
 from worker.core.retry import backoff_seconds, should_retry
-from worker.core.sync_service import sync_address, sync_profile, sync_subscriptions
+from worker.core.subscription_step import sync_subscriptions
+from worker.core.sync_service import sync_address, sync_profile
 from worker.observability import step_scope
 
 logger = logging.getLogger("ipaas_klaviyo.sync")

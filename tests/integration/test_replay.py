@@ -251,8 +251,6 @@ def test_purge_deletes_the_selected_entries_without_replaying(
     dlq.record(customer_id="4171", step="profile", reason="unknown_list", errors=[])
     dlq.record(customer_id="4172", step="lists", reason="unknown_list", errors=[],
                context={"profile_id": "01P", "collection": "add"})
-    calls_before = sum(stack.klaviyo.call_counts.values())
-
     done = run_cli(stack, "dlq", "purge", *selector)
     assert done.returncode == 0, done.stderr
     remaining = {e["id"] for e in dlq.list()}
@@ -262,8 +260,12 @@ def test_purge_deletes_the_selected_entries_without_replaying(
     assert done.stdout.splitlines()[-1] == f"{purged} purged"
     assert len([line for line in done.stdout.splitlines() if line.startswith("purging ")]) \
         == purged
-    assert sum(stack.klaviyo.call_counts.values()) == calls_before
+    # Nothing was replayed: no step ran for the purged customers. (Klaviyo's call counts are
+    # no measure here: a batched flush left by an earlier test may still be going out.)
+    time.sleep(1)
     assert HistoryStore(stack.redis()).recent("4171") == []
+    assert HistoryStore(stack.redis()).recent("4172") == []
+    assert stack.klaviyo.find_profiles(external_id="4171") == []
 
 
 def test_purge_of_an_unknown_id_says_so(stack: LocalStack) -> None:

@@ -56,8 +56,8 @@ def variables_named(text: str) -> set[str]:
 
 
 def test_services() -> None:
-    assert set(SERVICES) == {"redis", "receiver", "worker", "flower"}
-    for name in ("receiver", "worker", "flower"):
+    assert set(SERVICES) == {"redis", "receiver", "worker", "beat", "flower"}
+    for name in ("receiver", "worker", "beat", "flower"):
         service = SERVICES[name]
         assert service["build"] == "."
         assert service["depends_on"]["redis"]["condition"] == "service_healthy"
@@ -96,7 +96,7 @@ def test_every_setting_the_service_reads_is_passed_to_the_workers() -> None:
 
 
 def test_every_variable_is_documented() -> None:
-    docs = (ROOT / "docs" / "operations.md").read_text()
+    docs = (ROOT / "README.md").read_text()
     named = variables_named((ROOT / "docker-compose.yml").read_text())
     assert named, "no variables found"
     undocumented = sorted(v for v in named if f"`{v}`" not in docs)
@@ -107,12 +107,12 @@ def test_ipaas_klaviyo_commands_exist_in_the_cli() -> None:
     parser = build_parser()
     subcommands = dict(next(a for a in parser._actions if a.dest == "command").choices or {})
     named = [command(s) for s in SERVICES if SERVICES[s]["command"][0] == "ipaas-klaviyo"]
-    assert {c[1] for c in named} == {"serve", "worker"}
+    assert {c[1] for c in named} == {"serve", "worker", "beat"}
     for argv in named:
         assert argv[1] in subcommands
         args, extra = parser.parse_known_args(argv[1:])
         assert args.command == argv[1]
-        if args.command != "worker":  # the worker passes extra arguments on to Celery
+        if args.command not in ("worker", "beat"):  # these pass extra arguments to Celery
             assert extra == []
     dockerfile_cmd = re.search(r'^CMD \[(.*)\]$', (ROOT / "Dockerfile").read_text(), re.M)
     assert dockerfile_cmd and '"ipaas-klaviyo", "worker"' in dockerfile_cmd.group(1)
@@ -249,8 +249,25 @@ def test_worker_command_starts_and_passes_its_healthcheck(local: LocalStack) -> 
 
 
 @pytest.mark.integration
+def test_beat_command_starts_and_passes_its_healthcheck(
+    local: LocalStack, tmp_path: Path
+) -> None:
+    env = service_env("beat", local)
+    schedule = str(tmp_path / "celerybeat-schedule")
+    argv = [a.replace("/tmp/celerybeat-schedule", schedule) for a in command("beat")]
+    assert argv[:2] == ["ipaas-klaviyo", "beat"]
+    test = SERVICES["beat"]["healthcheck"]["test"]
+    check = [a.replace("/tmp/celerybeat-schedule", schedule) for a in test[1:]]
+    process = run(argv, env)
+    try:
+        wait_until(lambda: subprocess.run(executable(check), env=env,
+                                          capture_output=True).returncode == 0, process)
+    finally:
+        stop(process)
+
+
+@pytest.mark.integration
 def test_flower_command_starts_and_passes_its_healthcheck(local: LocalStack) -> None:
-    pytest.importorskip("flower", reason="the [flower] extra is not installed here")
     env = service_env("flower", local)
     port = free_port()
     argv = [a.replace("--port=5555", f"--port={port}") for a in command("flower")]

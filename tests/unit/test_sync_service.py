@@ -20,6 +20,7 @@ from worker.core import reasons
 from worker.core.errors import FinalError, NotFoundError, ValidationFailed
 from worker.core.mapping import load_mapping
 from worker.core.model import ADD, UPDATE
+from worker.core.subscription_step import sync_subscriptions
 from worker.core.sync_service import (
     IPAAS,
     KLAVIYO,
@@ -27,7 +28,6 @@ from worker.core.sync_service import (
     Ports,
     sync_address,
     sync_profile,
-    sync_subscriptions,
 )
 
 MAPPING = load_mapping(None)

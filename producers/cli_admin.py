@@ -1,0 +1,115 @@
+"""The operator's commands: `status ID` and the dead-letter store (`dlq list/show/replay/purge`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from producers.cli_output import EXIT_OK, EXIT_REJECTED, EXIT_USAGE, print_json
+
+
+def _stores() -> tuple[Any, Any, Any]:
+    from worker import bootstrap
+    from worker.adapters.dead_letters import DeadLetterStore
+    from worker.adapters.history import HistoryStore
+    from worker.adapters.links import LinkStore
+    from worker.config import Settings
+
+    settings = Settings.from_env()
+    client = bootstrap.redis_client(settings)
+    dead_letters = DeadLetterStore(
+        client,
+        retention_seconds=int(settings.dead_letter_retention_days * 86400),
+        max_entries=settings.dead_letter_max_entries,
+    )
+    return LinkStore(client), dead_letters, HistoryStore(client)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    if args.transaction:
+        from producers.transaction_commands import transaction_status
+
+        return transaction_status(str(args.id), args.json)
+    links, dead_letters, history = _stores()
+    cid = str(args.id)
+    status = {
+        "customer_id": cid,
+        "profile_id": links.get(cid),
+        "dead_letters": dead_letters.for_customer(cid),
+        "history": history.recent(cid),
+    }
+    if args.json:
+        print_json(status)
+        return EXIT_OK
+    print(f"customer {cid}: Klaviyo profile {status['profile_id'] or '(not linked)'}")
+    for entry in status["dead_letters"]:
+        print(f"  dead letter {entry['id']}: {entry['reason']} ({entry['attempts']} attempts)")
+    if not status["history"]:
+        print("  no sync history")
+    for h in status["history"]:
+        print(f"  {h['at']}  {h['step']:<8} {h['outcome']:<9} {h.get('reason') or ''}")
+    return EXIT_OK
+
+
+def _cmd_dlq_select(args: argparse.Namespace, dead_letters: Any) -> int:
+    from producers import replay
+
+    try:
+        entries, missing = replay.select(dead_letters, ids=args.ids or None, all=args.all,
+                                         reason=args.reason, since=args.since)
+    except replay.SelectionError as exc:
+        print(f"ipaas-klaviyo dlq {args.dlq_command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    for entry_id in missing:
+        print(f"no dead-letter entry {entry_id}", file=sys.stderr)
+    if not entries:
+        print("no dead-letter entries selected")
+        return EXIT_REJECTED if missing else EXIT_OK
+    if args.dlq_command == "purge":
+        for e in entries:
+            print(f"purging {e['id']}\t{e['reason']}\t{e['last_failed_at']}")
+        purged = replay.purge(dead_letters, entries)
+        kept = len(entries) - purged
+        left = f", {kept} left (failed again since selected, or already gone)" if kept else ""
+        print(f"{purged} purged{left}")
+        return EXIT_REJECTED if missing else EXIT_OK
+    report = replay.replay(dead_letters, entries, enqueue=replay.default_enqueue)
+    for line in report.lines():
+        print(line)
+    print(report.summary)
+    return EXIT_REJECTED if missing or report.failed else EXIT_OK
+
+
+def cmd_dlq(args: argparse.Namespace) -> int:
+    _, dead_letters, _ = _stores()
+    if args.dlq_command in ("replay", "purge"):
+        return _cmd_dlq_select(args, dead_letters)
+    if args.dlq_command == "list":
+        entries = dead_letters.list()
+        if args.json:
+            print_json(entries)
+            return EXIT_OK
+        if not entries:
+            print("dead-letter store is empty")
+        for e in entries:
+            fields = ",".join(err["field"] for err in e["errors"])
+            print(f"{e['id']}\t{e['step']}\t{e['reason']}\t{fields}\t{e['last_failed_at']}")
+        dropped = dead_letters.dropped_total()
+        if dropped:
+            print(f"{dropped} older entries were dropped (limit {dead_letters.max_entries}, "
+                  f"kept {dead_letters.retention_seconds / 86400:g} days)")
+        return EXIT_OK
+    entry = dead_letters.get(args.id)
+    if entry is None:
+        print(f"no dead-letter entry {args.id}", file=sys.stderr)
+        return EXIT_REJECTED
+    if args.json:
+        print_json(entry)
+    else:
+        for key, value in entry.items():
+            if key != "errors":
+                print(f"{key}: {value}")
+        for err in entry["errors"]:
+            print(f"  - {err['field']}: {err['reason']}: {err['message']}")
+    return EXIT_OK
