@@ -152,13 +152,19 @@ class LocalStack:
         from worker.adapters.history import HistoryStore
 
         history = HistoryStore(self.redis())
+        client = self.redis()
         deadline = time.monotonic() + timeout
         outcomes: dict[str, dict[str, dict[str, Any]]] = {}
         pending = list(customer_ids)
         while pending:
-            for cid in list(pending):
+            # One round trip per pass for every pending customer: a poll must not compete
+            # with the workers it is waiting for.
+            pipe = client.pipeline(transaction=False)
+            for cid in pending:
+                pipe.lrange(history.key(cid), 0, 49)
+            for cid, raw in zip(list(pending), pipe.execute(), strict=True):
                 steps: dict[str, dict[str, Any]] = {}
-                for entry in reversed(history.recent(cid, limit=50)):  # oldest first
+                for entry in reversed([json.loads(item) for item in raw]):  # oldest first
                     if entry["outcome"] != "retrying":
                         steps[entry["step"]] = entry
                 profile = steps.get("profile")
@@ -168,8 +174,8 @@ class LocalStack:
                     pending.remove(cid)
             if pending:
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"no outcome yet for customers {pending}")
-                time.sleep(0.1)
+                    raise TimeoutError(f"no outcome yet for customers {pending[:20]}")
+                time.sleep(0.25)
         return outcomes
 
     def seed(self, cases: list[SampleCase]) -> None:

@@ -26,7 +26,7 @@ def wait_for_steps(result: AsyncResult, timeout: float = 120.0) -> list[dict[str
     """
     deadline = time.monotonic() + timeout
     first = _get(result, deadline)
-    outcomes = [first]
+    outcomes = [first, *first.get("inline", [])]
     for child_id in first.get("children", []):
         outcomes.append(_get(AsyncResult(child_id, app=app), deadline))
     return outcomes

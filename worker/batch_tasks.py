@@ -49,6 +49,7 @@ from worker.core.batch_outcomes import BatchKey, QueuedItem, step_outcome
 from worker.core.errors import (
     FieldError,
     FinalError,
+    RateLimited,
     RetryableError,
     StepOutcome,
     headline_reason,
@@ -201,13 +202,15 @@ def _send(c: bootstrap.Container, buffer: SubscriptionBuffer, key: BatchKey, bat
         # Transient by classification or unknown: the batch stays in flight for the retry.
         # An unexpected error's message may hold data, so only its type is kept.
         last_error = str(exc) if isinstance(exc, RetryableError) else type(exc).__name__
-        if should_retry(attempt + 1, time.time() - first, c.retry_policy):
+        # Waiting for our own limiter is not a failed attempt: nothing was sent.
+        next_attempt = attempt if isinstance(exc, RateLimited) else attempt + 1
+        if should_retry(next_attempt, time.time() - first, c.retry_policy):
             retry_after = exc.retry_after if isinstance(exc, RetryableError) else None
             countdown = backoff_seconds(attempt, c.retry_policy, retry_after=retry_after)
             buffer.extend(key.encode(), batch.batch_id, countdown + lease_seconds(c))
             flush_subscriptions.apply_async(
                 kwargs={"key": key.encode(), "batch_id": batch.batch_id,
-                        "attempt": attempt + 1, "first_attempt_at": first},
+                        "attempt": next_attempt, "first_attempt_at": first},
                 countdown=countdown)
             if not isinstance(exc, RetryableError):
                 logger.exception("unexpected error sending a subscription batch")

@@ -23,7 +23,7 @@ from worker.adapters.pending import CUSTOMER, PendingSyncs
 from worker.batch_tasks import queue_subscription_step
 from worker.celery_app import app
 from worker.core import reasons
-from worker.core.errors import FinalError, RetryableError, StepOutcome
+from worker.core.errors import FinalError, RateLimited, RetryableError, StepOutcome
 from worker.core.retry import backoff_seconds, should_retry
 from worker.core.subscription_step import sync_subscriptions
 from worker.core.sync_service import sync_address, sync_profile
@@ -112,11 +112,16 @@ def _run_step(
         # Transient by classification (RetryableError) or unknown: retry within budget.
         # The message of an unexpected error may hold data, so only its type is kept.
         last_error = str(exc) if isinstance(exc, RetryableError) else type(exc).__name__
-        attempts = task.request.retries + 1
+        # Waiting for our own limiter is not a failed attempt: nothing was sent.
+        waits = int(retry_kwargs.get("limiter_waits") or 0)
+        if isinstance(exc, RateLimited):
+            retry_kwargs = {**retry_kwargs, "limiter_waits": waits + 1}
+            waits += 1
+        attempts = task.request.retries + 1 - waits
         if should_retry(attempts, time.time() - first, c.retry_policy):
             retry_after = exc.retry_after if isinstance(exc, RetryableError) else None
             countdown = backoff_seconds(
-                task.request.retries, c.retry_policy, retry_after=retry_after
+                max(0, attempts - 1), c.retry_policy, retry_after=retry_after
             )
             c.history.record(
                 customer_id, StepOutcome(step, "retrying", last_error), tracking_guid=tracking_guid
@@ -138,11 +143,16 @@ def _run_step(
         )
     else:
         c.dead_letters.remove(f"{step}:{transaction_id or customer_id}")
-    elapsed_ms = (time.monotonic() - started) * 1000
+    record_outcome(c, customer_id, outcome, tracking_guid, (time.monotonic() - started) * 1000)
+    return outcome
+
+
+def record_outcome(c: bootstrap.Container, customer_id: str, outcome: StepOutcome,
+                   tracking_guid: str | None, elapsed_ms: float) -> None:
+    """History, the structured log line and the metrics of one finished step."""
     c.history.record(customer_id, outcome, tracking_guid=tracking_guid, duration_ms=elapsed_ms)
     _log(customer_id, outcome, tracking_guid, elapsed_ms)
-    c.metrics.incr("syncs_total", {"step": step, "outcome": outcome.outcome})
-    return outcome
+    c.metrics.incr("syncs_total", {"step": outcome.step, "outcome": outcome.outcome})
 
 
 def _dead_letter_customer(customer_id: str, retry_kwargs: dict[str, Any],
@@ -160,6 +170,7 @@ def sync_customer(
     tracking_guid: str | None = None,
     first_attempt_at: float | None = None,
     force: bool = False,
+    limiter_waits: int = 0,
 ) -> dict:
     """Fetch, map, validate, resolve and upsert one customer; then chain its other steps.
 
@@ -169,6 +180,7 @@ def sync_customer(
     PendingSyncs(bootstrap.container().redis).started(CUSTOMER, str(customer_id))
     customer_id = str(customer_id)
     children: list[str] = []
+    inline: list[dict] = []  # outcomes of chained steps settled here, for `sync --wait`
 
     def work(c: bootstrap.Container) -> StepOutcome:
         synced = sync_profile(
@@ -180,8 +192,16 @@ def sync_customer(
             return StepOutcome(PROFILE, "unchanged", profile_id=synced.profile_id)
         args = (customer_id, synced.profile_id, synced.collection)
         options = {"tracking_guid": tracking_guid}
-        children.append(apply_address.apply_async(
-            args, {**options, "location_applied": synced.location_applied}).id)
+        if synced.location_applied:
+            # The valid address went out with the upsert: the address step is done, and a
+            # task of its own would only record that (the task runs when there is work left:
+            # an address to reject or re-check, or a replay).
+            address = StepOutcome(ADDRESS, "synced", profile_id=synced.profile_id)
+            c.dead_letters.remove(f"{ADDRESS}:{customer_id}")
+            record_outcome(c, customer_id, address, tracking_guid, 0.0)
+            inline.append(_result(customer_id, address))
+        else:
+            children.append(apply_address.apply_async(args, options).id)
         children.append(apply_subscriptions.apply_async(args, options).id)
         return StepOutcome(
             PROFILE, "created" if synced.created else "updated", profile_id=synced.profile_id
@@ -189,9 +209,10 @@ def sync_customer(
 
     outcome = run_step(
         self, PROFILE, customer_id, tracking_guid, first_attempt_at, work,
-        {"customer_id": customer_id, "tracking_guid": tracking_guid, "force": force},
+        {"customer_id": customer_id, "tracking_guid": tracking_guid, "force": force,
+         "limiter_waits": limiter_waits},
     )
-    return _result(customer_id, outcome, children)
+    return {**_result(customer_id, outcome, children), "inline": inline}
 
 
 @app.task(bind=True, name="ipaas_klaviyo.apply_address", max_retries=None)
@@ -203,6 +224,7 @@ def apply_address(
     tracking_guid: str | None = None,
     first_attempt_at: float | None = None,
     location_applied: bool = False,
+    limiter_waits: int = 0,
 ) -> dict:
     """Make the primary billing address the profile's location; a bad address rejects
     this step only."""
@@ -217,7 +239,8 @@ def apply_address(
     outcome = run_step(
         self, ADDRESS, customer_id, tracking_guid, first_attempt_at, work,
         {"customer_id": customer_id, "profile_id": profile_id, "collection": collection,
-         "tracking_guid": tracking_guid, "location_applied": location_applied},
+         "tracking_guid": tracking_guid, "location_applied": location_applied,
+         "limiter_waits": limiter_waits},
     )
     return _result(customer_id, outcome)
 
@@ -230,6 +253,7 @@ def apply_subscriptions(
     collection: str,
     tracking_guid: str | None = None,
     first_attempt_at: float | None = None,
+    limiter_waits: int = 0,
 ) -> dict:
     """Apply SubscribeProfile, LIST_ and UCLIST_ to the profile.
 
@@ -267,7 +291,7 @@ def apply_subscriptions(
     outcome = run_step(
         self, LISTS, customer_id, tracking_guid, first_attempt_at, work,
         {"customer_id": customer_id, "profile_id": profile_id, "collection": collection,
-         "tracking_guid": tracking_guid},
+         "tracking_guid": tracking_guid, "limiter_waits": limiter_waits},
     )
     return _result(customer_id, outcome)
 

@@ -38,6 +38,7 @@ def sync_transaction(
     tracking_guid: str | None = None,
     first_attempt_at: float | None = None,
     customer_id: str | None = None,
+    limiter_waits: int = 0,
 ) -> dict[str, Any]:
     """Fetch and validate one transaction, sync its customer first if unlinked, and send
     the order events that have not gone out yet. Does nothing when GENERATE_EVENTS is off."""
@@ -48,7 +49,8 @@ def sync_transaction(
         return _result(transaction_id, customer_id,
                        StepOutcome(TRANSACTION_STEP, "skipped", GENERATE_EVENTS_OFF))
     retry_kwargs: dict[str, Any] = {"transaction_id": transaction_id,
-                                    "tracking_guid": tracking_guid, "customer_id": customer_id}
+                                    "tracking_guid": tracking_guid, "customer_id": customer_id,
+                                    "limiter_waits": limiter_waits}
     children: list[str] = []
     sent: list[str] = []
 

@@ -15,6 +15,7 @@ from producers.manual_sync import enqueue_customer
 from sandbox.klaviyo_faults import PROFILE_OPERATIONS, RandomFaults
 from sandbox.samples import customer
 from worker.adapters.dead_letters import DeadLetterStore
+from worker.adapters.history import HistoryStore
 
 
 def seed(stack: LocalStack, first: int, count: int, invalid_every: int = 0) -> list[str]:
@@ -86,3 +87,20 @@ def test_four_workers_never_exceed_a_low_limit(make_stack, tmp_path: Path) -> No
     assert stats["seen"] >= 30  # an upsert per customer, plus the batched subscriptions
     assert stats["max_seen_per_second"] <= 5
     assert stats["throttled"] == 0
+
+
+def test_waiting_for_the_limiter_does_not_use_up_attempts(make_stack, tmp_path: Path) -> None:
+    # One attempt only, a limiter allowing one call a second and a worker that will not wait
+    # for it: every step keeps hitting the limiter, and must still end synced.
+    stack = make_stack(KLAVIYO_RATE_LIMITS="L=1/60", RATE_LIMIT_MAX_WAIT_SECONDS="0.1",
+                       SYNC_MAX_ATTEMPTS="1", RETRY_CAP_SECONDS="1")
+    ids = seed(stack, 42000, 8)
+    stack.start_worker(concurrency=4, log_path=str(tmp_path / "worker.log"))
+    for cid in ids:
+        enqueue_customer(cid)
+    outcomes = stack.wait_for_outcomes(ids, timeout=120)
+    assert {o["profile"]["outcome"] for o in outcomes.values()} == {"created"}
+    assert DeadLetterStore(stack.redis()).count() == 0
+    retried = [h for cid in ids for h in HistoryStore(stack.redis()).recent(cid)
+               if h["outcome"] == "retrying"]
+    assert retried  # the limiter did turn steps away

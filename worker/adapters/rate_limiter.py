@@ -22,7 +22,7 @@ from typing import Any
 
 import redis
 
-from worker.core.errors import ConfigurationError, ThrottledError
+from worker.core.errors import ConfigurationError, RateLimited
 
 BURST_WINDOW_SECONDS = 1.0
 STEADY_WINDOW_SECONDS = 60.0
@@ -138,7 +138,7 @@ class RedisRateLimiter:
     def acquire(self, tier: str) -> float:
         """Block until a slot of ``tier`` is taken; return the seconds spent waiting.
 
-        Raises ThrottledError (``retry_after`` = the wait still needed) instead of waiting
+        Raises RateLimited (``retry_after`` = the wait still needed) instead of waiting
         past ``max_wait_seconds``, so a task retries later rather than holding a worker.
         """
         waited = 0.0
@@ -147,7 +147,7 @@ class RedisRateLimiter:
             if wait == 0.0:
                 return waited
             if waited + wait > self._max_wait:
-                raise ThrottledError(
+                raise RateLimited(
                     f"rate limiter: tier {tier} has no free slot for {wait:.2f}s",
                     retry_after=wait,
                 )

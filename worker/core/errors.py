@@ -44,6 +44,11 @@ class ThrottledError(RetryableError):
     """Raised when Klaviyo answered 429; ``retry_after`` holds its Retry-After seconds."""
 
 
+class RateLimited(ThrottledError):
+    """Raised when our own rate limiter has no slot within the allowed wait: nothing was
+    sent, so a retry for this reason does not use up the step's attempts."""
+
+
 class FinalError(SyncError):
     """Raised when retrying cannot help; the customer goes to the dead-letter store."""
 
