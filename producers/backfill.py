@@ -33,8 +33,8 @@ from worker.core.backfill import (
     SubscriptionBatcher,
     prepare_customer,
 )
-from worker.core.errors import FieldError, FinalError, RetryableError, headline_reason
-from worker.core.retry import RetryPolicy, backoff_seconds
+from worker.core.errors import FieldError, FinalError, headline_reason
+from worker.core.retry import RetryPolicy, call_with_retries
 
 T = TypeVar("T")
 LOOKUP_CHUNK = 500  # customers per link lookup (one HMGET)
@@ -264,16 +264,7 @@ class Backfill:
     # -- transient failures -----------------------------------------------------------
 
     def _with_retries(self, call: Callable[[], T]) -> T:
-        attempt = 0
-        while True:
-            try:
-                return call()
-            except RetryableError as exc:
-                attempt += 1
-                if attempt >= self._retry.max_attempts:
-                    raise
-                self._sleep(backoff_seconds(attempt - 1, self._retry,
-                                            retry_after=exc.retry_after))
+        return call_with_retries(call, self._retry, self._sleep)
 
     _dry_run = False
     _progress: Progress

@@ -29,9 +29,9 @@ from worker.adapters.checkpoints import CheckpointStore
 from worker.adapters.dead_letters import TRANSACTION_STEP
 from worker.adapters.klaviyo_events import MAX_EVENTS_PER_REQUEST, KlaviyoEvents, ProfileEvents
 from worker.bootstrap import Container
-from worker.core.errors import RetryableError, ValidationFailed
+from worker.core.errors import ValidationFailed
 from worker.core.events import build_order_events, event_attributes, profile_reference
-from worker.core.retry import RetryPolicy, backoff_seconds
+from worker.core.retry import RetryPolicy, call_with_retries
 from worker.core.transactions import (
     check_transaction,
     customer_id_of,
@@ -190,16 +190,7 @@ class TransactionBackfill:
                                      "at": datetime.now(UTC).isoformat(timespec="seconds")})
 
     def _with_retries(self, call: Callable[[], T]) -> T:
-        attempt = 0
-        while True:
-            try:
-                return call()
-            except RetryableError as exc:
-                attempt += 1
-                if attempt >= self._retry.max_attempts:
-                    raise
-                self._sleep(backoff_seconds(attempt - 1, self._retry,
-                                            retry_after=exc.retry_after))
+        return call_with_retries(call, self._retry, self._sleep)
 
     def _warn(self, message: str) -> None:
         if self._stream is not None:

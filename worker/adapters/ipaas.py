@@ -173,7 +173,19 @@ class IpaasClient:
         With ``since``, lists only customers updated after it (``action=<filter_action>&
         <filter_field>=<time>``); a server that refuses the filter raises FilterNotAccepted.
         """
-        operation = "list_customers"
+        return self._pages("list_customers", f"{CUSTOMERS_API}/Customers", page_size,
+                           start_page, since, filter_action, filter_field)
+
+    def _pages(
+        self,
+        operation: str,
+        path: str,
+        page_size: int | None,
+        start_page: int,
+        since: datetime | None,
+        filter_action: str,
+        filter_field: str,
+    ) -> Iterator[tuple[int, list[dict[str, Any]]]]:
         page = start_page
         while True:
             params: dict[str, Any] = {"pageNumber": page}
@@ -182,27 +194,25 @@ class IpaasClient:
             if since is not None:
                 params["action"] = filter_action
                 params[filter_field] = format_time(since)
-            response, verdict = self._send(
-                operation, "GET", f"{CUSTOMERS_API}/Customers", params=params
-            )
+            response, verdict = self._send(operation, "GET", path, params=params)
             if since is not None and response.status_code in FILTER_REFUSED_STATUSES:
                 raise FilterNotAccepted(
                     f"ipaas {operation}: filter {filter_action} {filter_field} refused "
                     f"(HTTP {response.status_code})"
                 )
             self._raise_unless_ok(operation, response, verdict)
-            customers = self._json(operation, response)
-            if not isinstance(customers, list):
+            records = self._json(operation, response)
+            if not isinstance(records, list):
                 raise FinalError(f"ipaas {operation}: unexpected response shape")
-            if not customers:
+            if not records:
                 return
-            yield page, customers
+            yield page, records
             pagination = parse_pagination(response.headers.get("X-Pagination"))
             if pagination is not None:
                 current, total = pagination
                 if current >= total:
                     return
-            elif page_size is None or len(customers) < page_size:
+            elif page_size is None or len(records) < page_size:
                 return
             page += 1
 
@@ -234,38 +244,8 @@ class IpaasClient:
     ) -> Iterator[tuple[int, list[dict[str, Any]]]]:
         """Yield ``(page_number, transactions)`` page by page, paging and filtering on the
         update time as iter_customers does."""
-        operation = "list_transactions"
-        page = start_page
-        while True:
-            params: dict[str, Any] = {"pageNumber": page}
-            if page_size is not None:
-                params["pageSize"] = page_size
-            if since is not None:
-                params["action"] = filter_action
-                params[filter_field] = format_time(since)
-            response, verdict = self._send(operation, "GET", self.transactions_path,
-                                           params=params)
-            if since is not None and response.status_code in FILTER_REFUSED_STATUSES:
-                raise FilterNotAccepted(
-                    f"ipaas {operation}: filter {filter_action} {filter_field} refused "
-                    f"(HTTP {response.status_code})"
-                )
-            self._raise_unless_ok(operation, response, verdict)
-            records = self._json(operation, response)
-            if not isinstance(records, list):
-                raise FinalError(f"ipaas {operation}: unexpected response shape")
-            if not records:
-                return
-            yield page, records
-            pagination = parse_pagination(response.headers.get("X-Pagination"))
-            if pagination is not None:
-                if pagination[0] >= pagination[1]:
-                    return
-            elif page_size is None or len(records) < page_size:
-                return
-            page += 1
-
-    # -- internals -------------------------------------------------------------------
+        return self._pages("list_transactions", self.transactions_path, page_size,
+                           start_page, since, filter_action, filter_field)
 
     def _send(
         self,

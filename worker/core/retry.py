@@ -9,6 +9,11 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
+
+from worker.core.errors import RetryableError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -41,3 +46,21 @@ def backoff_seconds(
 def should_retry(attempts_made: int, elapsed_seconds: float, policy: RetryPolicy) -> bool:
     """True while both the attempt budget and the total-time budget allow another try."""
     return attempts_made < policy.max_attempts and elapsed_seconds < policy.max_total_seconds
+
+
+def call_with_retries(
+    call: Callable[[], T],
+    policy: RetryPolicy,
+    sleep: Callable[[float], None],
+) -> T:
+    """Run ``call``, retrying RetryableError with backoff up to the policy's attempts (for
+    long-running producers such as the backfills, which retry in place, not via Celery)."""
+    attempt = 0
+    while True:
+        try:
+            return call()
+        except RetryableError as exc:
+            attempt += 1
+            if attempt >= policy.max_attempts:
+                raise
+            sleep(backoff_seconds(attempt - 1, policy, retry_after=exc.retry_after))
