@@ -131,3 +131,27 @@ def test_generate_events_off_does_nothing(seeded: LocalStack,
         assert seeded.ipaas.call_counts["get_transaction"] == before
     finally:
         bootstrap._container = None
+
+
+def cli(stack: LocalStack, *args: str) -> Any:
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "producers.cli", *args], env=stack.env(),
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_transaction_commands_dry_run_wait_and_status(seeded: LocalStack) -> None:
+    seeded.ipaas.put_customer(customer(7101, "Ada", "Stone", "ada.stone@example.com", None))
+    seeded.ipaas.put_transaction(order(9101, 7101, lines=1))
+    events_before = len(seeded.klaviyo.events())
+    dry = cli(seeded, "sync", "--transaction", "9101", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "Placed Order" in dry.stdout and len(seeded.klaviyo.events()) == events_before
+    done = cli(seeded, "sync", "--transaction", "9101", "--wait")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert len(seeded.klaviyo.events()) == events_before + 2  # Placed Order + one line
+    status = cli(seeded, "status", "--transaction", "9101")
+    assert status.returncode == 0 and "synced" in status.stdout
+    unknown = cli(seeded, "sync", "--transaction", "9999999", "--wait")
+    assert unknown.returncode == 1 and "transaction_not_found" in unknown.stdout
