@@ -254,10 +254,10 @@ def test_beat_command_starts_and_passes_its_healthcheck(
 ) -> None:
     env = service_env("beat", local)
     schedule = str(tmp_path / "celerybeat-schedule")
-    argv = [a.replace("/tmp/celerybeat-schedule", schedule) for a in command("beat")]
+    argv = [a.replace("/home/app/celerybeat-schedule", schedule) for a in command("beat")]
     assert argv[:2] == ["ipaas-klaviyo", "beat"]
     test = SERVICES["beat"]["healthcheck"]["test"]
-    check = [a.replace("/tmp/celerybeat-schedule", schedule) for a in test[1:]]
+    check = [a.replace("/home/app/celerybeat-schedule", schedule) for a in test[1:]]
     process = run(argv, env)
     try:
         wait_until(lambda: subprocess.run(executable(check), env=env,
