@@ -138,7 +138,7 @@ def dry_run(customer_id: str, c: Container) -> dict[str, Any]:
                                   "profile_id": synced.profile_id}
     args = (customer_id, synced.profile_id, synced.collection, ports, c.mapping)
     try:
-        sync_address(*args, default_region=region)
+        sync_address(*args, default_region=region, location_applied=synced.location_applied)
         report["steps"]["address"] = {"outcome": "ok"}
     except FinalError as exc:
         report["steps"]["address"] = _rejected(exc)

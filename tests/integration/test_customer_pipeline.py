@@ -189,7 +189,8 @@ def test_dry_run_prints_payloads_and_writes_nothing(stack: LocalStack, first_run
     assert report["valid"] is True
     imports = [w for w in report["writes"] if w["operation"] == "create_or_update_profile"]
     assert imports[0]["body"]["data"]["attributes"]["phone_number"] == "+12015550177"
-    assert "location" in json.dumps(report["writes"])
+    assert "location" in imports[0]["body"]["data"]["attributes"]  # one call, address included
+    assert not [w for w in report["writes"] if w["operation"] == "update_profile"]
     assert len([r for r in stack.klaviyo.server.requests if r.method != "GET"]) == writes_before
     assert LinkStore(stack.redis()).get("2001") is None
     assert stack.ipaas.external_id("2001") is None
