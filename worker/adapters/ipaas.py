@@ -108,19 +108,21 @@ class IpaasClient:
 
     def get_customer(self, customer_id: str) -> dict[str, Any]:
         """The customer as iPaaS.com stores it; ``NotFoundError`` when the id is unknown."""
-        operation = "get_customer"
-        response, verdict = self._send(
-            operation, "GET", f"{CUSTOMERS_API}/Customer/{_segment(customer_id)}"
-        )
+        return self._get_record("get_customer",
+                                f"{CUSTOMERS_API}/Customer/{_segment(customer_id)}",
+                                "customer", reasons.CUSTOMER_NOT_FOUND)
+
+    def _get_record(self, operation: str, path: str, what: str, not_found: str
+                    ) -> dict[str, Any]:
+        """GET one record; a 404 is ``NotFoundError`` with the ``not_found`` reason."""
+        response, verdict = self._send(operation, "GET", path)
         if verdict.verdict is Verdict.NOT_FOUND:
-            raise NotFoundError(
-                f"ipaas {operation}: customer not found", reason=reasons.CUSTOMER_NOT_FOUND
-            )
+            raise NotFoundError(f"ipaas {operation}: {what} not found", reason=not_found)
         self._raise_unless_ok(operation, response, verdict)
-        customer = self._json(operation, response)
-        if not isinstance(customer, dict):
+        record = self._json(operation, response)
+        if not isinstance(record, dict):
             raise FinalError(f"ipaas {operation}: unexpected response shape")
-        return customer
+        return record
 
     def lookup_external_id(self, customer_id: str, table: str = "customer") -> str | None:
         """The external id linked for this subscription, or None when not (or no longer) linked."""
@@ -220,18 +222,9 @@ class IpaasClient:
 
     def get_transaction(self, transaction_id: str) -> dict[str, Any]:
         """The transaction (with its lines); ``NotFoundError`` when the id is unknown."""
-        operation = "get_transaction"
         path = self.transaction_path.replace("{id}", _segment(transaction_id))
-        response, verdict = self._send(operation, "GET", path)
-        if verdict.verdict is Verdict.NOT_FOUND:
-            raise NotFoundError(
-                f"ipaas {operation}: transaction not found", reason=reasons.TRANSACTION_NOT_FOUND
-            )
-        self._raise_unless_ok(operation, response, verdict)
-        transaction = self._json(operation, response)
-        if not isinstance(transaction, dict):
-            raise FinalError(f"ipaas {operation}: unexpected response shape")
-        return transaction
+        return self._get_record("get_transaction", path, "transaction",
+                                reasons.TRANSACTION_NOT_FOUND)
 
     def iter_transactions(
         self,
