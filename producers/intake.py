@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from redis.retry import Retry
 
 from producers.webhook_parsing import CUSTOMER, TRANSACTION, SyncRequest
 from worker.adapters.pending import PendingSyncs, QueuedSync
+from worker.adapters.task_ledger import LedgerEntry
 
 CONNECT_TIMEOUT_SECONDS = 0.5
 SOCKET_TIMEOUT_SECONDS = 2.0
@@ -60,7 +62,7 @@ class TaskMessages:
     emit no ``task-sent`` event; the worker's received/started/succeeded events still flow.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, lost_task_after_seconds: float = 300.0) -> None:
         from celery import Celery
 
         import celeryconfig
@@ -70,6 +72,8 @@ class TaskMessages:
         self._amqp = app.amqp
         self._routes: dict[str, dict[str, str]] = celeryconfig.task_routes
         self._templates: dict[str, dict[str, Any]] = {}
+        # When the lost-task sweep starts looking for a message nobody finished.
+        self.lost_task_after_seconds = lost_task_after_seconds
 
     def build(self, request: SyncRequest) -> QueuedSync:
         task_name, id_keyword = TASKS[request.kind]
@@ -95,7 +99,10 @@ class TaskMessages:
                 "delivery_tag": str(uuid.uuid4()),
             },
         }
-        return QueuedSync(request.kind, request.record_id, queue, json.dumps(envelope))
+        entry = LedgerEntry(task_name, queue, kwargs)
+        return QueuedSync(request.kind, request.record_id, queue, json.dumps(envelope),
+                          task_id=task_id, ledger_entry=entry.encode(),
+                          due_at=time.time() + self.lost_task_after_seconds)
 
     def _template(self, task_name: str) -> dict[str, Any]:
         if task_name not in self._templates:
@@ -159,8 +166,10 @@ def redis_client(redis_url: str, **overrides: Any) -> redis.Redis:
 
 def build_intake(redis_url: str, generate_events: bool | None = None) -> Intake:
     """``generate_events`` None: GENERATE_EVENTS from the environment."""
-    if generate_events is None:
-        from worker.config import Settings
+    from worker.config import Settings
 
-        generate_events = Settings.from_env().generate_events
-    return Intake(redis_client(redis_url), TaskMessages(), generate_events=generate_events)
+    settings = Settings.from_env()
+    if generate_events is None:
+        generate_events = settings.generate_events
+    return Intake(redis_client(redis_url), TaskMessages(settings.lost_task_after_seconds),
+                  generate_events=generate_events)

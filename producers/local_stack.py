@@ -82,13 +82,16 @@ class LocalStack:
         from worker.celery_app import use_redis
 
         use_redis(self.redis_url)
-        bootstrap._container = None  # rebuild from the new environment on next use
+        bootstrap.reset()  # rebuild from the new environment on next use
 
     def start_worker(self, concurrency: int = 2, *, log_path: str | None = None,
-                     name: str | None = None) -> subprocess.Popen[bytes]:
+                     name: str | None = None, exclude_queues: tuple[str, ...] = ()
+                     ) -> subprocess.Popen[bytes]:
         args = [sys.executable, "-m", "producers.cli", "worker", "--concurrency",
                 str(concurrency), "--pool", "prefork", "--without-mingle", "--without-gossip",
                 "--loglevel", "INFO"]
+        if exclude_queues:
+            args += ["--exclude-queues", ",".join(exclude_queues)]
         if name:
             args += ["--hostname", f"{name}@%h"]
         self.log_path = log_path
@@ -208,6 +211,9 @@ class LocalStack:
             os.environ.clear()
             os.environ.update(self._saved_env)
             self._saved_env = None
+            from worker import bootstrap
+
+            bootstrap.reset()
 
     def __enter__(self) -> LocalStack:
         return self.start_sandboxes()

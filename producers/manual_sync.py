@@ -8,6 +8,7 @@ from typing import Any
 from celery.result import AsyncResult
 
 from worker.celery_app import app
+from worker.dispatch import send_step
 from worker.tasks import sync_customer
 
 
@@ -16,7 +17,7 @@ def enqueue_customer(customer_id: str, tracking_guid: str | None = None, *,
     kwargs: dict[str, object] = {"customer_id": str(customer_id), "tracking_guid": tracking_guid}
     if force:
         kwargs["force"] = True
-    return sync_customer.apply_async(kwargs=kwargs)
+    return send_step(sync_customer, kwargs)
 
 
 def wait_for_steps(result: AsyncResult, timeout: float = 120.0) -> list[dict[str, Any]]:

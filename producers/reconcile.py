@@ -111,7 +111,7 @@ class Reconciler:
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
                  after_page: Callable[[PassState], None] | None = None) -> None:
         self.c = c
-        self.messages = messages or TaskMessages()
+        self.messages = messages or TaskMessages(c.settings.lost_task_after_seconds)
         self.kinds = kinds or {CUSTOMERS: lambda o: Customers(c, o.update_filter),
                                TRANSACTIONS: lambda o: Transactions(c, o.update_filter)}
         self.pending = PendingSyncs(c.redis)

@@ -181,5 +181,7 @@ def default_enqueue(entry: Entry) -> str:
 
     name, kwargs = task_call(entry)
     task = getattr(transaction_tasks if name == "sync_transaction" else tasks, name)
-    result = task.apply_async(kwargs={**kwargs, "tracking_guid": f"replay-{uuid.uuid4()}"})
+    from worker.dispatch import send_step
+
+    result = send_step(task, {**kwargs, "tracking_guid": f"replay-{uuid.uuid4()}"})
     return str(result.id)

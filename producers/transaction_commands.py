@@ -16,10 +16,11 @@ def sync_transactions(args: argparse.Namespace) -> int:
 
     if args.dry_run:
         return _dry_run([str(t) for t in args.ids])
+    from worker.dispatch import send_step
     from worker.transaction_tasks import sync_transaction
 
     bootstrap.check_configuration()
-    results = [(str(t), sync_transaction.apply_async(kwargs={"transaction_id": str(t)}))
+    results = [(str(t), send_step(sync_transaction, {"transaction_id": str(t)}))
                for t in args.ids]
     if not args.wait:
         for tid, result in results:

@@ -129,6 +129,22 @@ def queue_subscription_step(
     return True
 
 
+def kick_stalled_batches(buffer: SubscriptionBuffer, *, after_seconds: float,
+                         window: float) -> list[str]:
+    """The lost-task sweep's share for batches (worker/lost_tasks.py): a key whose oldest
+    item has waited ``after_seconds``, or whose batch lease ran out that long ago, had its
+    flush lost; it gets a new one unless one is scheduled. Returns the keys kicked."""
+    kicked: list[str] = []
+    for key in buffer.batch_keys():
+        waited = buffer.oldest_wait(key)
+        stalled = (waited is not None and waited >= after_seconds) or bool(
+            buffer.abandoned(key, for_seconds=after_seconds))
+        if stalled and buffer.claim_flush(key, marker_seconds(window)):
+            flush_subscriptions.apply_async(kwargs={"key": key})
+            kicked.append(key)
+    return kicked
+
+
 # -- the flush ---------------------------------------------------------------------------
 
 

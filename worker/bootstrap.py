@@ -182,6 +182,7 @@ def build(settings: Settings) -> Container:
 
 _container: Container | None = None
 _built_in_pid: int | None = None
+_broker_side: tuple[int, Settings, redis.Redis] | None = None
 
 
 def container() -> Container:
@@ -191,6 +192,26 @@ def container() -> Container:
         _container = build(Settings.from_env())
         _built_in_pid = os.getpid()
     return _container
+
+
+def settings_and_redis() -> tuple[Settings, redis.Redis]:
+    """Settings and a Redis client, for code that only enqueues (the CLI's producers): the
+    container's when this process built one, else a client of their own, without the
+    credentials and mapping file a sync needs."""
+    global _broker_side
+    if _container is not None and _built_in_pid == os.getpid():
+        return _container.settings, _container.redis
+    if _broker_side is None or _broker_side[0] != os.getpid():
+        settings = Settings.from_env()
+        _broker_side = (os.getpid(), settings, redis_client(settings))
+    return _broker_side[1], _broker_side[2]
+
+
+def reset() -> None:
+    """Forget what was built: the next use reads the environment again (tests, the demo)."""
+    global _container, _broker_side
+    _container = None
+    _broker_side = None
 
 
 def check_configuration(settings: Settings | None = None) -> Settings:

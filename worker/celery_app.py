@@ -6,11 +6,13 @@ from celery import Celery
 from celery.signals import worker_init
 
 from worker.logging_setup import mask_celery_logs
+from worker.lost_tasks import LostTaskSweep
 
 app = Celery("ipaas_klaviyo")
 app.config_from_object("celeryconfig")
 app.conf.imports = ("worker.tasks", "worker.batch_tasks", "worker.reconcile_task",
                     "worker.transaction_tasks")
+app.steps["worker"].add(LostTaskSweep)
 mask_celery_logs()
 
 

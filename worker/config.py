@@ -97,6 +97,9 @@ class Settings:
     # Redis redelivers a message not acknowledged within this time (a worker that died holding
     # it, or a countdown waiting in a worker). Every retry countdown must stay below it.
     broker_visibility_timeout: float = 3600.0
+    # A step sent this long ago (or last retried) without an outcome is looked for in the
+    # broker and sent again if the broker lost it (worker/lost_tasks.py).
+    lost_task_after_seconds: float = 300.0
     # Klaviyo limits per tier, e.g. "L=75/750,M=10/150" (burst per second / steady per
     # minute) for accounts whose tiers differ from the published ones; empty: published.
     klaviyo_rate_limits: str = ""
@@ -154,6 +157,9 @@ class Settings:
             broker_visibility_timeout=_number(
                 e, "BROKER_VISIBILITY_TIMEOUT", d.broker_visibility_timeout
             ),
+            lost_task_after_seconds=_number(
+                e, "LOST_TASK_AFTER_SECONDS", d.lost_task_after_seconds
+            ),
             klaviyo_rate_limits=e.get("KLAVIYO_RATE_LIMITS", ""),
             rate_limit_max_wait_seconds=_number(
                 e, "RATE_LIMIT_MAX_WAIT_SECONDS", d.rate_limit_max_wait_seconds
@@ -193,6 +199,8 @@ class Settings:
                 "longer would be redelivered to a second worker"
             )
         parse_limits(self.klaviyo_rate_limits)  # fails here, at start, on a bad value
+        if self.lost_task_after_seconds < 1:
+            raise ConfigurationError("LOST_TASK_AFTER_SECONDS must be at least 1")
         if self.sync_max_attempts < 1:
             raise ConfigurationError("SYNC_MAX_ATTEMPTS must be at least 1")
         if "{id}" not in self.ipaas_transaction_path:

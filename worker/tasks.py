@@ -20,13 +20,15 @@ from celery.exceptions import Ignore
 
 from worker import bootstrap
 from worker.adapters.pending import CUSTOMER, PendingSyncs
+from worker.adapters.task_ledger import LedgerEntry, TaskLedger
 from worker.batch_tasks import queue_subscription_step
 from worker.celery_app import app
 from worker.core import reasons
 from worker.core.errors import FinalError, RateLimited, RetryableError, StepOutcome
 from worker.core.retry import backoff_seconds, should_retry
 from worker.core.subscription_step import sync_subscriptions
-from worker.core.sync_service import sync_address, sync_profile
+from worker.core.sync_service import ProfileSyncResult, sync_address, sync_profile
+from worker.dispatch import queue_of, send_step
 from worker.observability import step_scope
 
 logger = logging.getLogger("ipaas_klaviyo.sync")
@@ -129,12 +131,14 @@ def _run_step(
             if not isinstance(exc, RetryableError):
                 logger.exception("unexpected error in %s step for customer %s", step, customer_id)
             c.metrics.incr("retries_total", {"step": step})
+            retry = {**retry_kwargs, "first_attempt_at": first}
+            # The retry is the same task (same id): its ledger entry stays open, due after
+            # the countdown, and a resend would carry the retry's arguments.
+            TaskLedger(c.redis).postpone(
+                task.request.id, time.time() + countdown + c.settings.lost_task_after_seconds,
+                LedgerEntry(task.name, queue_of(task.name), retry))
             # Our own budget (attempts and total time) decides; Celery's counter is unlimited.
-            raise task.retry(
-                args=(),
-                kwargs={**retry_kwargs, "first_attempt_at": first},
-                countdown=countdown,
-            ) from None
+            raise task.retry(args=(), kwargs=retry, countdown=countdown) from None
         outcome = StepOutcome(step, "rejected", reasons.RETRIES_EXHAUSTED)
         c.dead_letters.record(
             customer_id=_dead_letter_customer(customer_id, retry_kwargs, transaction_id),
@@ -144,6 +148,7 @@ def _run_step(
     else:
         c.dead_letters.remove(f"{step}:{transaction_id or customer_id}")
     record_outcome(c, customer_id, outcome, tracking_guid, (time.monotonic() - started) * 1000)
+    TaskLedger(c.redis).finish(task.request.id)
     return outcome
 
 
@@ -182,16 +187,10 @@ def sync_customer(
     children: list[str] = []
     inline: list[dict] = []  # outcomes of chained steps settled here, for `sync --wait`
 
-    def work(c: bootstrap.Container) -> StepOutcome:
-        synced = sync_profile(
-            customer_id, c.ports, c.mapping,
-            default_region=c.settings.default_phone_region, tracking_guid=tracking_guid,
-            force=force or bool(c.dead_letters.for_customer(customer_id)),
-        )
-        if synced.unchanged:
-            return StepOutcome(PROFILE, "unchanged", profile_id=synced.profile_id)
-        args = (customer_id, synced.profile_id, synced.collection)
-        options = {"tracking_guid": tracking_guid}
+    def send_next_steps(synced: ProfileSyncResult) -> None:
+        c = bootstrap.container()
+        step_kwargs = {"customer_id": customer_id, "profile_id": synced.profile_id,
+                       "collection": synced.collection, "tracking_guid": tracking_guid}
         if synced.location_applied:
             # The valid address went out with the upsert: the address step is done, and a
             # task of its own would only record that (the task runs when there is work left:
@@ -201,8 +200,18 @@ def sync_customer(
             record_outcome(c, customer_id, address, tracking_guid, 0.0)
             inline.append(_result(customer_id, address))
         else:
-            children.append(apply_address.apply_async(args, options).id)
-        children.append(apply_subscriptions.apply_async(args, options).id)
+            children.append(send_step(apply_address, step_kwargs).id)
+        children.append(send_step(apply_subscriptions, step_kwargs).id)
+
+    def work(c: bootstrap.Container) -> StepOutcome:
+        synced = sync_profile(
+            customer_id, c.ports, c.mapping,
+            default_region=c.settings.default_phone_region, tracking_guid=tracking_guid,
+            force=force or bool(c.dead_letters.for_customer(customer_id)),
+            on_upserted=send_next_steps,
+        )
+        if synced.unchanged:
+            return StepOutcome(PROFILE, "unchanged", profile_id=synced.profile_id)
         return StepOutcome(
             PROFILE, "created" if synced.created else "updated", profile_id=synced.profile_id
         )
@@ -275,6 +284,9 @@ def apply_subscriptions(
             failed = exc
         else:
             if queued:
+                # The buffer in Redis holds the step now; a flush lost on the way is the
+                # lost-task sweep's to replace (kick_stalled_batches), not this task's.
+                TaskLedger(c.redis).finish(self.request.id)
                 raise Ignore()
 
     def work(c: bootstrap.Container) -> StepOutcome:

@@ -16,10 +16,13 @@ from celery import Task
 from worker import bootstrap
 from worker.adapters.dead_letters import TRANSACTION_STEP
 from worker.adapters.pending import PendingSyncs
+from worker.adapters.task_ledger import TaskLedger
 from worker.celery_app import app
 from worker.core.errors import StepOutcome
+from worker.core.sync_service import ProfileSyncResult
 from worker.core.transaction_service import send_order_events
 from worker.core.transactions import customer_id_of
+from worker.dispatch import send_step
 from worker.tasks import PROFILE, apply_address, apply_subscriptions, run_step
 
 TRANSACTION = "transaction"  # the intake kind and pending-marker kind
@@ -46,6 +49,7 @@ def sync_transaction(
     c = bootstrap.container()
     PendingSyncs(c.redis).started(TRANSACTION, transaction_id)
     if not c.settings.generate_events:
+        TaskLedger(c.redis).finish(self.request.id)
         return _result(transaction_id, customer_id,
                        StepOutcome(TRANSACTION_STEP, "skipped", GENERATE_EVENTS_OFF))
     retry_kwargs: dict[str, Any] = {"transaction_id": transaction_id,
@@ -54,23 +58,25 @@ def sync_transaction(
     children: list[str] = []
     sent: list[str] = []
 
+    def customer_synced(synced: ProfileSyncResult) -> None:
+        c = bootstrap.container()
+        outcome = StepOutcome(PROFILE, "created" if synced.created else "updated",
+                              profile_id=synced.profile_id)
+        c.history.record(synced.customer_id, outcome, tracking_guid=tracking_guid)
+        step_kwargs = {"customer_id": synced.customer_id, "profile_id": synced.profile_id,
+                       "collection": synced.collection, "tracking_guid": tracking_guid}
+        children.append(send_step(apply_address, {
+            **step_kwargs, "location_applied": synced.location_applied}).id)
+        children.append(send_step(apply_subscriptions, step_kwargs).id)
+
     def work(c: bootstrap.Container) -> StepOutcome:
         transaction = c.ipaas.get_transaction(transaction_id)
         # Known from here on: a dead letter or a retry names the customer too.
         retry_kwargs["customer_id"] = customer_id_of(transaction) or customer_id
         result = send_order_events(
             transaction, transaction_id, c.transaction_ports, c.mapping,
-            c.transaction_settings, now=datetime.now(UTC), tracking_guid=tracking_guid)
-        synced = result.customer_sync
-        if synced is not None:
-            outcome = StepOutcome(PROFILE, "created" if synced.created else "updated",
-                                  profile_id=synced.profile_id)
-            c.history.record(synced.customer_id, outcome, tracking_guid=tracking_guid)
-            args = (synced.customer_id, synced.profile_id, synced.collection)
-            options = {"tracking_guid": tracking_guid}
-            children.append(apply_address.apply_async(
-                args, {**options, "location_applied": synced.location_applied}).id)
-            children.append(apply_subscriptions.apply_async(args, options).id)
+            c.transaction_settings, now=datetime.now(UTC), tracking_guid=tracking_guid,
+            on_customer_synced=customer_synced)
         sent.extend(result.metrics)
         return StepOutcome(TRANSACTION_STEP, "synced" if sent else "skipped",
                            profile_id=result.profile_id)

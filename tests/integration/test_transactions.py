@@ -123,14 +123,14 @@ def test_generate_events_off_does_nothing(seeded: LocalStack,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     seeded.ipaas.put_transaction(order(9007, 7001, lines=1))
     monkeypatch.setitem(os.environ, "GENERATE_EVENTS", "false")
-    bootstrap._container = None
+    bootstrap.reset()
     try:
         before = seeded.ipaas.call_counts["get_transaction"]
         result = sync_transaction.apply(kwargs={"transaction_id": "9007"}).get()
         assert (result["outcome"], result["reason"]) == ("skipped", "generate_events_off")
         assert seeded.ipaas.call_counts["get_transaction"] == before
     finally:
-        bootstrap._container = None
+        bootstrap.reset()
 
 
 def cli(stack: LocalStack, *args: str) -> Any:

@@ -218,6 +218,36 @@ def test_identical_update_is_skipped_until_something_changes_or_forced() -> None
     calls = len(ports.profiles.calls)  # type: ignore[attr-defined]
     forced = sync_profile("1", ports, MAPPING, default_region="US", force=True)
     assert not forced.unchanged
+
     record["last_name"] = "C"
     assert not run(ports).unchanged
     assert len(ports.profiles.calls) == calls + 2  # type: ignore[attr-defined]
+
+
+
+class Died(Exception):
+    """Raised by the test's on_upserted: the worker died after the upsert."""
+
+
+def test_a_sync_that_died_after_the_upsert_runs_again_with_the_same_collection() -> None:
+    # Killed before the steps that follow the upsert were sent: nothing may look linked or
+    # unchanged, or the new customer's Add-collection lists would never be applied.
+    record = customer(1, "A", "B", "a@example.com", None)
+    ports = make_ports(record)
+    ports.fingerprints = DictFingerprints()
+    seen: list[Any] = []
+
+    def dies(result: Any) -> None:
+        seen.append(result)
+        raise Died()
+
+    with pytest.raises(Died):
+        sync_profile("1", ports, MAPPING, default_region="US", on_upserted=dies)
+    assert ports.links.lookup("1") == (None, False)
+    assert ports.external_ids.lookup_external_id("1") is None
+    again = sync_profile("1", ports, MAPPING, default_region="US", on_upserted=seen.append)
+    assert not again.unchanged
+    assert [r.collection for r in seen] == [ADD, ADD]
+    assert seen[0].profile_id == again.profile_id
+    assert ports.links.lookup("1")[0] == again.profile_id
+    assert run(ports).unchanged  # from here on the fingerprint is stored

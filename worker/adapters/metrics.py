@@ -32,6 +32,7 @@ COUNTERS: dict[str, str] = {
     "klaviyo_calls_total": "Klaviyo API calls by operation and HTTP status (error: no answer)",
     "ipaas_calls_total": "iPaaS.com API calls by operation and HTTP status (error: no answer)",
     "throttled_total": "Calls held back: klaviyo = a 429, limiter = no slot within the wait",
+    "lost_tasks_resent_total": "Steps sent again after the broker lost their message",
 }
 
 

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import redis
 from redis.exceptions import NoScriptError
 
+from worker.adapters.task_ledger import TaskLedger
+
 CUSTOMER = "customer"
 DEFAULT_TTL_SECONDS = 3600
 
@@ -28,9 +30,15 @@ logger = logging.getLogger("ipaas_klaviyo.pending")
 
 # Claim and enqueue as one atomic step: either the marker is new and the message is in the
 # queue, or neither happened, so no failure can leave a claim that swallows redeliveries.
+# The message's task-ledger entry (adapters/task_ledger.py) is written in the same step.
+# KEYS: marker, queue, ledger hash, ledger due set. ARGV: TTL, message, task id, entry, due.
 _CLAIM_AND_PUSH = """
 if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
   redis.call('LPUSH', KEYS[2], ARGV[2])
+  if ARGV[3] ~= '' then
+    redis.call('HSET', KEYS[3], ARGV[3], ARGV[4])
+    redis.call('ZADD', KEYS[4], ARGV[5], ARGV[3])
+  end
   return 1
 end
 return 0
@@ -39,12 +47,16 @@ return 0
 
 @dataclass(frozen=True)
 class QueuedSync:
-    """A record to claim and, when the claim is new, the message to push on a queue list."""
+    """A record to claim and, when the claim is new, the message to push on a queue list
+    (with its task's ledger entry, when ``task_id`` is set)."""
 
     kind: str
     record_id: str
     queue: str
     message: str
+    task_id: str = ""
+    ledger_entry: str = ""
+    due_at: float = 0.0
 
 
 class PendingSyncs:
@@ -55,6 +67,7 @@ class PendingSyncs:
         self._prefix = prefix
         self.ttl_seconds = ttl_seconds
         self._script_sha = hashlib.sha1(_CLAIM_AND_PUSH.encode()).hexdigest()
+        self._ledger = TaskLedger(client, prefix)
 
     def key(self, kind: str, record_id: str) -> str:
         return f"{self._prefix}:pending:{kind}:{record_id}"
@@ -81,8 +94,9 @@ class PendingSyncs:
         # SCRIPT EXISTS round trip to every pipeline.
         pipe = self._redis.pipeline(transaction=False)
         for sync in syncs:
-            pipe.evalsha(self._script_sha, 2, self.key(sync.kind, sync.record_id), sync.queue,
-                         self.ttl_seconds, sync.message)
+            pipe.evalsha(self._script_sha, 4, self.key(sync.kind, sync.record_id), sync.queue,
+                         self._ledger.key, self._ledger.due_key, self.ttl_seconds,
+                         sync.message, sync.task_id, sync.ledger_entry, sync.due_at)
         return [bool(pushed) for pushed in pipe.execute()]
 
     def release(self, kind: str, record_id: str) -> None:

@@ -6,6 +6,7 @@ Layout under ``{prefix}:subs``:
   ``flush:{batch key}``              marker: a flush for this key is already scheduled
   ``inflight:{batch key}:{batch}``   list of the items one flush took and is sending
   ``leases:{batch key}``             sorted set batch id → until when its flush owns it
+  ``buffers``                        set of every ``buf:`` key (for the lost-task sweep)
   ``step:{step id}``                 hash of one customer's lists step: ids, how many of its
                                      actions are still unsent (``remaining``, one ``a:{n}``
                                      field per unsent action) and its first refusal
@@ -34,21 +35,23 @@ from worker.core.errors import FieldError
 
 Clock = Callable[[], float]
 
-# KEYS[1] step hash, KEYS[2..] the buffer of each item (in action order).
-# ARGV: ttl, number of step field pairs m, the 2m step fields, then one item per buffer key.
-# Returns nil when the step was queued before (a redelivered task), else each buffer's length.
+# KEYS[1] step hash, KEYS[2] the registry of buffers, KEYS[3..] the buffer of each item (in
+# action order). ARGV: ttl, number of step field pairs m, the 2m step fields, then one item
+# per buffer key. Returns nil when the step was queued before (a redelivered task), else
+# each buffer's length.
 _QUEUE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return nil end
 local ttl, m = tonumber(ARGV[1]), tonumber(ARGV[2])
 for i = 1, m do
   redis.call('HSET', KEYS[1], ARGV[1 + 2 * i], ARGV[2 + 2 * i])
 end
-redis.call('HSET', KEYS[1], 'remaining', #KEYS - 1)
+redis.call('HSET', KEYS[1], 'remaining', #KEYS - 2)
 local lengths = {}
-for i = 2, #KEYS do
-  redis.call('HSET', KEYS[1], 'a:' .. (i - 2), 1)
-  lengths[i - 1] = redis.call('RPUSH', KEYS[i], ARGV[2 + 2 * m + i - 1])
+for i = 3, #KEYS do
+  redis.call('HSET', KEYS[1], 'a:' .. (i - 3), 1)
+  lengths[i - 2] = redis.call('RPUSH', KEYS[i], ARGV[2 + 2 * m + i - 2])
   redis.call('EXPIRE', KEYS[i], ttl)
+  redis.call('SADD', KEYS[2], KEYS[i])
 end
 redis.call('EXPIRE', KEYS[1], ttl)
 return lengths
@@ -148,6 +151,25 @@ class SubscriptionBuffer:
     def step_key(self, step_id: str) -> str:
         return f"{self._prefix}:step:{step_id}"
 
+    @property
+    def registry_key(self) -> str:
+        """Every buffer that ever held an item: a handful (kind x list), never pruned."""
+        return f"{self._prefix}:buffers"
+
+    def batch_keys(self) -> list[str]:
+        prefix = self.buffer_key("")
+        return sorted(str(k)[len(prefix):] for k in self._redis.smembers(self.registry_key))
+
+    def oldest_wait(self, key: str) -> float | None:
+        """Seconds the first item waiting under ``key`` has waited; None when none waits."""
+        first = cast(str | None, self._redis.lindex(self.buffer_key(key), 0))
+        if first is None:
+            return None
+        queued_at = self._redis.hget(self.step_key(QueuedItem.from_json(first).step_id),
+                                     "queued_at")
+        # An item whose step record is gone has waited longer than anything: send it.
+        return self._now() - float(cast(str, queued_at)) if queued_at else float("inf")
+
     # -- queueing ----------------------------------------------------------------------
 
     def queue(self, step: QueuedStep, items: list[tuple[str, QueuedItem]]
@@ -162,7 +184,8 @@ class SubscriptionBuffer:
                   "queued_at": repr(step.queued_at or self._now())}
         flat = [part for pair in fields.items() for part in pair]
         lengths = self._queue(
-            keys=[self.step_key(step.step_id), *(self.buffer_key(k) for k, _ in items)],
+            keys=[self.step_key(step.step_id), self.registry_key,
+                  *(self.buffer_key(k) for k, _ in items)],
             args=[self.ttl_seconds, len(fields), *flat, *(item.to_json() for _, item in items)],
         )
         if lengths is None:
@@ -200,9 +223,11 @@ class SubscriptionBuffer:
         items = [QueuedItem.from_json(text) for text in cast(list[str], raw)]
         return InFlight(batch_id, items) if items else None
 
-    def abandoned(self, key: str) -> list[str]:
-        """Batches whose flush let its lease run out: it died (or hung) while sending."""
-        found = self._redis.zrangebyscore(self.leases_key(key), "-inf", repr(self._now()))
+    def abandoned(self, key: str, for_seconds: float = 0.0) -> list[str]:
+        """Batches whose flush let its lease run out (``for_seconds`` ago or longer): it
+        died (or hung) while sending."""
+        until = repr(self._now() - for_seconds)
+        found = self._redis.zrangebyscore(self.leases_key(key), "-inf", until)
         return list(cast(list[str], found))
 
     def next_lease_end(self, key: str) -> float | None:

@@ -8,6 +8,7 @@ retry and dead-letter is the task shell's job.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,7 +127,16 @@ def sync_profile(
     default_region: str,
     tracking_guid: str | None = None,
     force: bool = False,
+    on_upserted: Callable[[ProfileSyncResult], None] | None = None,
 ) -> ProfileSyncResult:
+    """Map, validate, resolve and upsert one customer; skip it when nothing changed.
+
+    ``on_upserted`` runs right after the upsert, before the link is written anywhere: the
+    caller sends the steps that follow from it (address, lists) there. A sync that dies
+    before they are sent finds no link when it runs again, so it maps with the same
+    collection (the Add one for a new customer, whose lists come from it) and sends them
+    then; after the link is written it would map with Update. The fingerprint that makes an
+    identical update a no-op is stored last, for the same reason."""
     customer = ports.customers.get_customer(customer_id)
     linked, source = find_link(customer_id, ports)
     payload = build_profile_payload(customer, linked, mapping, default_region)
@@ -136,6 +146,16 @@ def sync_profile(
         return ProfileSyncResult(customer_id, linked, False, mapped.collection, LINK_STORE,
                                  location_applied=payload.location_applied, unchanged=True)
     outcome_id, created = upsert_profile(payload.attributes, mapped.profile_id, ports)
+    result = ProfileSyncResult(
+        customer_id=customer_id,
+        profile_id=outcome_id,
+        created=created,
+        collection=mapped.collection,
+        linked_by=source if outcome_id == linked and source in (LINK_STORE, IPAAS) else KLAVIYO,
+        location_applied=payload.location_applied,
+    )
+    if on_upserted is not None:
+        on_upserted(result)
     if outcome_id != linked or source != LINK_STORE:
         # iPaaS.com first, our cache second: a cached link then always means iPaaS.com has it
         # too, and a failed write-back is retried (the retry finds no cached link, Klaviyo's
@@ -151,14 +171,7 @@ def sync_profile(
         if outcome_id != linked:
             stamp = build_profile_payload(customer, outcome_id, mapping, default_region).fingerprint
         ports.fingerprints.set(customer_id, stamp)
-    return ProfileSyncResult(
-        customer_id=customer_id,
-        profile_id=outcome_id,
-        created=created,
-        collection=mapped.collection,
-        linked_by=source if outcome_id == linked and source in (LINK_STORE, IPAAS) else KLAVIYO,
-        location_applied=payload.location_applied,
-    )
+    return result
 
 
 def upsert_profile(

@@ -9,6 +9,7 @@ switched on, one Cancelled/Refunded Order event the first time the status says s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -83,6 +84,7 @@ class TransactionSyncResult:
 def resolve_profile(
     transaction: dict[str, Any], ports: Ports, mapping: MappingCollections, *,
     default_region: str, tracking_guid: str | None = None,
+    on_customer_synced: Callable[[ProfileSyncResult], None] | None = None,
 ) -> tuple[dict[str, Any], ProfileSyncResult | None]:
     """The event's profile reference: the customer's linked profile, after syncing the
     customer when it has no link yet; a guest order (or a customer iPaaS.com no longer has)
@@ -94,7 +96,7 @@ def resolve_profile(
             return {"id": linked}, None
         try:
             synced = sync_profile(customer_id, ports, mapping, default_region=default_region,
-                                  tracking_guid=tracking_guid)
+                                  tracking_guid=tracking_guid, on_upserted=on_customer_synced)
         except NotFoundError:
             if email is None:
                 raise _missing_customer() from None
@@ -140,9 +142,14 @@ def send_order_events(
     transaction: dict[str, Any], requested_id: str, ports: TransactionPorts,
     mapping: MappingCollections, settings: TransactionSettings, *, now: datetime,
     tracking_guid: str | None = None,
+    on_customer_synced: Callable[[ProfileSyncResult], None] | None = None,
 ) -> TransactionSyncResult:
     """Validate, skip what went out before, resolve the profile, send the rest. Raises
-    ValidationFailed, FinalError(missing_customer) or the customer pipeline's errors."""
+    ValidationFailed, FinalError(missing_customer) or the customer pipeline's errors.
+
+    ``on_customer_synced`` is the customer pipeline's ``on_upserted`` for an unlinked
+    customer synced on the way (see ``sync_profile``): the caller sends the customer's own
+    next steps there."""
     check_transaction(transaction, reject_duplicate_skus=settings.reject_duplicate_skus)
     order_id = transaction_id(transaction) or requested_id
     result = TransactionSyncResult(order_id, customer_id_of(transaction), None)
@@ -150,8 +157,8 @@ def send_order_events(
     if not due:
         return result
     profile, result.customer_sync = resolve_profile(
-        transaction, ports.customers, mapping,
-        default_region=settings.default_region, tracking_guid=tracking_guid)
+        transaction, ports.customers, mapping, default_region=settings.default_region,
+        tracking_guid=tracking_guid, on_customer_synced=on_customer_synced)
     result.profile_id = profile.get("id")
     for _, event in due:
         ports.events.create_event(event_attributes(event, profile))
