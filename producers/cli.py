@@ -86,7 +86,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         return backfill_transactions(args)
     from producers.backfill import Backfill, BackfillOptions
     from worker import bootstrap
-    from worker.tasks import write_back_links
+    from worker.link_tasks import write_back_links
 
     c = bootstrap.container()
 

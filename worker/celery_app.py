@@ -11,7 +11,7 @@ from worker.lost_tasks import LostTaskSweep
 app = Celery("ipaas_klaviyo")
 app.config_from_object("celeryconfig")
 app.conf.imports = ("worker.tasks", "worker.batch_tasks", "worker.reconcile_task",
-                    "worker.transaction_tasks")
+                    "worker.transaction_tasks", "worker.link_tasks")
 app.steps["worker"].add(LostTaskSweep)
 mask_celery_logs()
 
