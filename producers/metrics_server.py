@@ -26,6 +26,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from worker.adapters.metrics import COUNTERS, Metrics
+from worker.adapters.task_ledger import TaskLedger
 
 NAMESPACE = "ipaas_klaviyo"
 DEFAULT_PORT = 9108
@@ -44,6 +45,7 @@ class RedisCollector(Collector):
         # DeadLetterStore's index and drop counter (read directly: no store set-up per scrape).
         self._dead_letter_index = f"{prefix}:dlq:by_time"
         self._dead_letters_dropped = f"{prefix}:dlq:dropped_total"
+        self._open_steps = TaskLedger(client, prefix).key
 
     def collect(self) -> Iterator[Any]:
         up = GaugeMetricFamily(f"{NAMESPACE}_redis_up", "1 if Redis answered this scrape")
@@ -84,7 +86,11 @@ class RedisCollector(Collector):
         pipe = self._redis.pipeline(transaction=False)
         pipe.zcard(self._dead_letter_index)
         pipe.get(self._dead_letters_dropped)
-        size, dropped = pipe.execute()
+        pipe.hlen(self._open_steps)
+        size, dropped, open_steps = pipe.execute()
+        yield GaugeMetricFamily(
+            f"{NAMESPACE}_open_steps",
+            "Steps sent and not yet at an outcome (the lost-task ledger)", value=int(open_steps))
         yield GaugeMetricFamily(f"{NAMESPACE}_dead_letters", "Entries in the dead-letter store",
                                 value=int(size))
         yield CounterMetricFamily(

@@ -18,6 +18,7 @@ from producers import replay as replaying
 from worker.adapters.dead_letters import DeadLetterStore
 from worker.adapters.history import HistoryStore
 from worker.adapters.links import LinkStore
+from worker.adapters.task_ledger import TaskLedger
 from worker.config import Settings
 
 HELP = (
@@ -31,6 +32,8 @@ HELP = (
     ("status(customer_id)", "the customer's link, dead letters and recent sync history"),
     ("link(customer_id)", "the Klaviyo profile id linked to the customer, or None"),
     ("queues()", "messages waiting in each Celery queue, and taken but not yet acknowledged"),
+    ("open_steps(limit=20)",
+     "steps sent and not yet at an outcome: the count, and those past due for the sweep"),
     ("redis", "the Redis client behind the stores and queues"),
     ("help_()", "print this list again"),
 )
@@ -144,13 +147,22 @@ def build_namespace(source: Any) -> dict[str, Any]:
         """Messages waiting in each Celery queue, plus those taken but not acknowledged."""
         return queue_depths(stores.redis)
 
+    def open_steps(limit: int = 20) -> dict[str, Any]:
+        """Steps sent and not yet at an outcome (the lost-task ledger): how many, and up to
+        ``limit`` of those the lost-task sweep is due to look for."""
+        ledger = TaskLedger(stores.redis)
+        due = [{"task_id": task_id, "task": entry.task, "kwargs": entry.kwargs,
+                "resent": entry.resent} for task_id, entry in ledger.due(limit)]
+        return {"open": ledger.open_count(), "due": due}
+
     def help_() -> None:
         """Print the helpers again."""
         print(help_text())
 
     return {
         "dlq": store, "dead_letters": dead_letters, "replay": replay, "purge": purge,
-        "sync": sync, "status": status, "link": link, "queues": queues, "help_": help_,
+        "sync": sync, "status": status, "link": link, "queues": queues,
+        "open_steps": open_steps, "help_": help_,
         "redis": stores.redis,
     }
 

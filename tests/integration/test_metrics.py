@@ -31,6 +31,7 @@ from sandbox.samples import sample_cases
 from worker.adapters.dead_letters import DeadLetterStore
 from worker.adapters.http import HttpAdapter
 from worker.adapters.metrics import CountingLimiter, Metrics
+from worker.adapters.task_ledger import LedgerEntry, TaskLedger
 from worker.config import Secret
 from worker.core.errors import RetryableError, ThrottledError
 
@@ -148,6 +149,8 @@ def test_exposition_has_counters_queue_depths_and_dead_letters(
     redis_client.lpush("lists", "m3")
     DeadLetterStore(redis_client).record(customer_id="7", step="profile",
                                          reason="invalid_email", errors=[], last_error="x")
+    TaskLedger(redis_client).record(
+        "t1", LedgerEntry("ipaas_klaviyo.sync_customer", "profiles", {"customer_id": "8"}), 0.0)
     got = samples(exposition(redis_client))
     assert got[("ipaas_klaviyo_redis_up", ())] == 1
     assert got[("ipaas_klaviyo_webhooks_total", (("result", "accepted"),))] == 5
@@ -158,6 +161,7 @@ def test_exposition_has_counters_queue_depths_and_dead_letters(
     assert got[("ipaas_klaviyo_queue_depth", (("queue", "addresses"),))] == 0
     assert got[("ipaas_klaviyo_dead_letters", ())] == 1
     assert got[("ipaas_klaviyo_dead_letters_dropped_total", ())] == 0
+    assert got[("ipaas_klaviyo_open_steps", ())] == 1
 
 
 def test_exposition_reports_redis_down_instead_of_failing() -> None:

@@ -21,6 +21,7 @@ from producers.shell import HELP, build_namespace
 from sandbox.samples import customer
 from worker.adapters.history import HistoryStore
 from worker.adapters.links import LinkStore
+from worker.adapters.task_ledger import LedgerEntry, TaskLedger
 from worker.config import Settings
 
 pytestmark = pytest.mark.integration
@@ -127,6 +128,19 @@ def test_queues_counts_waiting_and_unacknowledged_messages(spare_db: str) -> Non
     namespace = build_namespace(Settings(redis_url=spare_db))
     assert namespace["queues"]() == {"profiles": 4, "addresses": 0, "lists": 1,
                                      "transactions": 0, "unacked": 2}
+    client.close()
+
+
+def test_open_steps_counts_the_ledger_and_lists_what_is_due(spare_db: str) -> None:
+    client = redis.Redis.from_url(spare_db, decode_responses=True)
+    ledger = TaskLedger(client)
+    ledger.record("late", LedgerEntry("ipaas_klaviyo.sync_customer", "profiles",
+                                      {"customer_id": "9"}), time.time() - 10)
+    ledger.record("fresh", LedgerEntry("ipaas_klaviyo.apply_address", "addresses",
+                                       {"customer_id": "9"}), time.time() + 300)
+    got = build_namespace(Settings(redis_url=spare_db))["open_steps"]()
+    assert got == {"open": 2, "due": [{"task_id": "late", "task": "ipaas_klaviyo.sync_customer",
+                                       "kwargs": {"customer_id": "9"}, "resent": 0}]}
     client.close()
 
 
