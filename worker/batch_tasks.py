@@ -238,6 +238,7 @@ def _send(c: bootstrap.Container, buffer: SubscriptionBuffer, key: BatchKey, bat
         settled = buffer.settle(item, refusal)
         if settled is not None:
             _finish(c, settled, last_error)
+            buffer.recorded(item.step_id)
     buffer.ack(key.encode(), batch.batch_id)
     return "refused" if len(refused) == len(rows) else "sent"
 

@@ -80,9 +80,15 @@ return redis.call('LRANGE', KEYS[2], 0, -1)
 
 # KEYS: step hash. ARGV: action index, refusal reason ('' when sent), errors JSON, keep-for.
 # Settling an action twice (a batch sent again after a crash) changes nothing. Returns the
-# step's fields when this was its last unsent action, nil otherwise.
+# step's fields when this was its last unsent action — or, settled before, when the step's
+# outcome was never recorded (the flush that settled it died first) — nil otherwise.
 _SETTLE = """
-if redis.call('HDEL', KEYS[1], 'a:' .. ARGV[1]) == 0 then return nil end
+if redis.call('HDEL', KEYS[1], 'a:' .. ARGV[1]) == 0 then
+  local remaining = redis.call('HGET', KEYS[1], 'remaining')
+  if not remaining or tonumber(remaining) > 0 then return nil end
+  if redis.call('HEXISTS', KEYS[1], 'recorded') == 1 then return nil end
+  return redis.call('HGETALL', KEYS[1])
+end
 if ARGV[2] ~= '' and not redis.call('HGET', KEYS[1], 'reason') then
   redis.call('HSET', KEYS[1], 'reason', ARGV[2], 'errors', ARGV[3])
 end
@@ -268,9 +274,15 @@ class SubscriptionBuffer:
 
     # -- outcomes ----------------------------------------------------------------------
 
+    def recorded(self, step_id: str) -> None:
+        """The step's outcome is written (history, dead letter, result): settling it again
+        returns nothing."""
+        self._redis.hset(self.step_key(step_id), "recorded", "1")
+
     def settle(self, item: QueuedItem, refusal: tuple[str, list[FieldError]] | None = None
                ) -> SettledStep | None:
-        """Mark one action sent (or refused); return the step when it was its last one."""
+        """Mark one action sent (or refused); return the step when it was its last one, and
+        again after a crash until ``recorded`` says its outcome was written."""
         reason, errors = refusal if refusal is not None else ("", [])
         raw = self._settle(
             keys=[self.step_key(item.step_id)],
