@@ -17,7 +17,10 @@ for all its batches; one refused action rejects the step.
 Crash safety: the buffer and in-flight lists are in Redis; tasks are acks_late, so a flush
 killed mid-send comes back, and any flush of the key re-sends a batch whose lease ran out
 (its flush died). Sending a batch twice is harmless: subscribing, unsubscribing and removing
-are idempotent in Klaviyo, and settling an action twice changes nothing.
+are idempotent in Klaviyo, and settling an action twice changes nothing — except that a
+step whose outcome was never recorded (its flush died between settling and recording) is
+handed back by the re-send, so its outcome is recorded then. A flush message lost with a
+worker is replaced by the lost-task sweep (``kick_stalled_batches``).
 """
 
 from __future__ import annotations
