@@ -33,7 +33,3 @@ def send_step(task: Task, kwargs: dict[str, Any], *, countdown: float | None = N
     due = time.time() + (countdown or 0.0) + settings.lost_task_after_seconds
     TaskLedger(client).record(task_id, entry, due)
     return task.apply_async(kwargs=kwargs, task_id=task_id, countdown=countdown)
-
-
-def ledger() -> TaskLedger:
-    return TaskLedger(bootstrap.settings_and_redis()[1])

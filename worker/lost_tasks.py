@@ -79,12 +79,14 @@ class LostTaskSweep(bootsteps.StartStopStep):
         self._timer_ref: Any = None
         self._client: redis.Redis | None = None
         self._after = 0.0
+        self._batch_window = 0.0
 
     def start(self, parent: Any) -> None:
         from worker.config import Settings
 
         settings = Settings.from_env()
         self._after = settings.lost_task_after_seconds
+        self._batch_window = settings.subscription_batch_window
         self._client = redis.Redis.from_url(settings.redis_url, decode_responses=True,
                                             socket_timeout=10)
         self._timer_ref = parent.timer.call_repeatedly(
@@ -110,7 +112,7 @@ class LostTaskSweep(bootsteps.StartStopStep):
                 return
             report = sweep_lost_tasks(TaskLedger(client), BrokerScan(client), _send_again,
                                       after_seconds=self._after, now=time.time())
-            kicked = _kick_stalled_batches(client, self._after)
+            kicked = _kick_stalled_batches(client, self._after, self._batch_window)
         except redis.RedisError as exc:
             # The next tick tries again; the worker's own Redis troubles show elsewhere.
             logger.warning("lost-task sweep failed: %s", type(exc).__name__)
@@ -126,12 +128,11 @@ class LostTaskSweep(bootsteps.StartStopStep):
             Metrics(client).incr("lost_tasks_resent_total", {}, len(report.resent))
 
 
-def _kick_stalled_batches(client: redis.Redis, after_seconds: float) -> list[str]:
+def _kick_stalled_batches(client: redis.Redis, after_seconds: float,
+                          window: float) -> list[str]:
     from worker.adapters.subscription_buffer import SubscriptionBuffer
     from worker.batch_tasks import kick_stalled_batches
-    from worker.config import Settings
 
-    window = Settings.from_env().subscription_batch_window
     return kick_stalled_batches(SubscriptionBuffer(client), after_seconds=after_seconds,
                                 window=window)
 

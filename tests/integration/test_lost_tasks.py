@@ -12,16 +12,14 @@ from __future__ import annotations
 import json
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import redis
 
-from producers.local_stack import LocalStack
 from producers.manual_sync import enqueue_customer
 from sandbox.samples import customer
+from tests.integration.conftest import StackFactory
 from worker.adapters.broker_scan import UNACKED_KEY, BrokerScan
 from worker.adapters.history import HistoryStore
 from worker.adapters.metrics import Metrics
@@ -29,23 +27,6 @@ from worker.adapters.task_ledger import LedgerEntry, TaskLedger
 from worker.lost_tasks import sweep_lost_tasks
 
 SYNC = "ipaas_klaviyo.sync_customer"
-
-
-@pytest.fixture
-def make_stack(redis_url: str) -> Iterator[Any]:
-    stacks: list[LocalStack] = []
-
-    def make(**env: str) -> LocalStack:
-        local = LocalStack(redis_url, extra_env={"LOST_TASK_AFTER_SECONDS": "2", **env})
-        local.start_sandboxes()
-        local.apply_env()
-        stacks.append(local)
-        return local
-
-    yield make
-    for local in stacks:
-        local.stop_workers(signal.SIGKILL)
-        local.stop()
 
 
 def steps_of(client: redis.Redis, customer_id: str) -> dict[str, str]:
@@ -73,8 +54,10 @@ def wait_until(condition: Any, timeout: float, what: str) -> None:
 # -- the sweep on its own: real Celery messages in a real Redis, no worker ----------------
 
 
-def test_sweep_resends_only_what_is_neither_queued_nor_unacknowledged(make_stack: Any) -> None:
-    stack = make_stack()
+def test_sweep_resends_only_what_is_neither_queued_nor_unacknowledged(
+    make_stack: StackFactory,
+) -> None:
+    stack = make_stack(LOST_TASK_AFTER_SECONDS="2")
     client = stack.redis()
     ledger = TaskLedger(client)
     queued = enqueue_customer("1")        # ledgered and in the profiles queue
@@ -119,8 +102,8 @@ def test_sweep_resends_only_what_is_neither_queued_nor_unacknowledged(make_stack
     assert ledger.get(finished.id) is None
 
 
-def test_sweep_does_not_resend_a_task_that_finished_meanwhile(make_stack: Any) -> None:
-    stack = make_stack()
+def test_sweep_does_not_resend_a_task_that_finished_meanwhile(make_stack: StackFactory) -> None:
+    stack = make_stack(LOST_TASK_AFTER_SECONDS="2")
     client = stack.redis()
     ledger = TaskLedger(client)
     ledger.record("gone", LedgerEntry(SYNC, "profiles", {"customer_id": "5"}), time.time() - 1)
@@ -140,9 +123,9 @@ def test_sweep_does_not_resend_a_task_that_finished_meanwhile(make_stack: Any) -
 
 
 def test_a_lost_sync_message_is_sent_again_and_the_customer_synced(
-    make_stack: Any, tmp_path: Path
+    make_stack: StackFactory, tmp_path: Path
 ) -> None:
-    stack = make_stack()
+    stack = make_stack(LOST_TASK_AFTER_SECONDS="2")
     stack.ipaas.put_customer(customer(30001, "Lost", "Message", "lost@example.com",
                                       "2015550101"))
     client = stack.redis()
@@ -162,8 +145,8 @@ def test_a_lost_sync_message_is_sent_again_and_the_customer_synced(
     assert len(stack.klaviyo.all_profiles()) == 1
 
 
-def test_a_lost_chained_step_is_sent_again(make_stack: Any, tmp_path: Path) -> None:
-    stack = make_stack(SUBSCRIPTION_BATCH_WINDOW_SECONDS="0")
+def test_a_lost_chained_step_is_sent_again(make_stack: StackFactory, tmp_path: Path) -> None:
+    stack = make_stack(LOST_TASK_AFTER_SECONDS="2", SUBSCRIPTION_BATCH_WINDOW_SECONDS="0")
     stack.ipaas.put_customer(customer(30002, "Lost", "Lists", "lists@example.com",
                                       "2015550102"))
     client = stack.redis()
@@ -188,9 +171,9 @@ def test_a_lost_chained_step_is_sent_again(make_stack: Any, tmp_path: Path) -> N
     wait_until(lambda: TaskLedger(client).open_count() == 0, 10, "the ledger to empty")
 
 
-def test_a_lost_batch_flush_is_replaced(make_stack: Any, tmp_path: Path) -> None:
-    stack = make_stack(SUBSCRIPTION_BATCH_WINDOW_SECONDS="3", BROKER_VISIBILITY_TIMEOUT="5",
-                       RETRY_CAP_SECONDS="1")
+def test_a_lost_batch_flush_is_replaced(make_stack: StackFactory, tmp_path: Path) -> None:
+    stack = make_stack(LOST_TASK_AFTER_SECONDS="2", SUBSCRIPTION_BATCH_WINDOW_SECONDS="3",
+                       BROKER_VISIBILITY_TIMEOUT="5", RETRY_CAP_SECONDS="1")
     stack.ipaas.put_customer(customer(30003, "Lost", "Flush", "flush@example.com",
                                       "2015550103"))
     client = stack.redis()

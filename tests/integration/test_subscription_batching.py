@@ -4,52 +4,18 @@ turned off, and a worker killed while sending a batch loses nobody."""
 
 from __future__ import annotations
 
-import os
-import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
-
-import pytest
 
 from producers.local_stack import LocalStack
 from producers.manual_sync import enqueue_customer
 from sandbox.httpserver import Request, Response
 from sandbox.klaviyo_faults import Fault, error_response
 from sandbox.samples import SEED_LIST, customer
+from tests.integration.conftest import StackFactory
 from tests.integration.test_worker_killed import kill_tree
 from worker.adapters.dead_letters import DeadLetterStore
-from worker.celery_app import app
-
-StackFactory = Callable[..., LocalStack]
-
-
-@pytest.fixture
-def make_stack(redis_url: str) -> Iterator[StackFactory]:
-    stacks: list[LocalStack] = []
-    # A stack's environment lands in os.environ, and the next stack starts from it: put it
-    # back so one test's settings (a zero window) do not leak into the next.
-    saved = dict(os.environ)
-
-    def build(**env: str) -> LocalStack:
-        local = LocalStack(redis_url, extra_env=env).start_sandboxes()
-        if app.conf.broker_url == redis_url:
-            # Already pointed here: pointing again would close kombu's pool for this URL,
-            # which kombu's pool registry then hands back closed.
-            os.environ.update(local.env())
-        else:
-            local.apply_env()
-        local.klaviyo.server.record_requests = False  # volume runs; the contract is elsewhere
-        stacks.append(local)
-        return local
-
-    yield build
-    for local in stacks:
-        local.stop_workers(signal.SIGKILL)
-        local.stop()
-    os.environ.clear()
-    os.environ.update(saved)
 
 
 def seed(stack: LocalStack, first: int, count: int) -> list[str]:

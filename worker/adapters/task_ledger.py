@@ -16,6 +16,7 @@ the time after which an open entry is looked for.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -55,8 +56,6 @@ class LedgerEntry:
 class TaskLedger:
     def __init__(self, client: redis.Redis, prefix: str = "ipk", *,
                  now: Callable[[], float] | None = None) -> None:
-        import time
-
         self._redis = client
         self.key = f"{prefix}:ledger"
         self.due_key = f"{prefix}:ledger:due"
