@@ -23,19 +23,24 @@ task_acks_late = True
 task_reject_on_worker_lost = True
 worker_prefetch_multiplier = 1
 
-# Redis redelivers an unacknowledged message after the visibility timeout
-# (BROKER_VISIBILITY_TIMEOUT). Every retry countdown (RETRY_CAP_SECONDS, default 600 s) stays
-# below it — Settings refuses anything else — or a message waiting for its ETA would be handed
-# to a second worker. It is also how long tasks held by a worker that died wait to come back.
-VISIBILITY_TIMEOUT_SECONDS = _settings.broker_visibility_timeout  # default 3600 s
+# Redis hands an unacknowledged message back to its queue after the visibility timeout
+# (BROKER_VISIBILITY_TIMEOUT, default 90 s): that is how the tasks a dead worker held (running
+# or prefetched) come back. No task waits in a worker for a countdown (retries and delays wait
+# in Redis: worker/adapters/scheduled.py), and no task runs longer than its time limit, which
+# Settings keeps below the timeout, so a live worker's message is never handed out twice.
+VISIBILITY_TIMEOUT_SECONDS = _settings.broker_visibility_timeout
 broker_transport_options = {
     "visibility_timeout": VISIBILITY_TIMEOUT_SECONDS,
-    # Sweep for messages past their visibility timeout every tenth of it (at most a minute),
-    # on every sweep: kombu's default (10 s x every 10th sweep) would leave a killed worker's
+    # Look for messages past their visibility timeout every tenth of it (at most a minute),
+    # on every look: kombu's default (10 s x every 10th sweep) would leave a killed worker's
     # tasks waiting ~100 s longer than the timeout.
     "unacked_restore_interval": max(1.0, min(60.0, VISIBILITY_TIMEOUT_SECONDS / 10)),
     "unacked_restore_throttle": 1,
 }
+# A task past TASK_TIME_LIMIT_SECONDS gets SoftTimeLimitExceeded, which its step turns into a
+# retry; one that ignores it is killed after a grace (the task ledger sends it again).
+task_soft_time_limit = _settings.task_time_limit_seconds
+task_time_limit = _settings.task_hard_time_limit_seconds
 result_backend_transport_options = {"visibility_timeout": VISIBILITY_TIMEOUT_SECONDS}
 broker_connection_retry_on_startup = True
 

@@ -264,7 +264,7 @@ class Backfill:
     # -- transient failures -----------------------------------------------------------
 
     def _with_retries(self, call: Callable[[], T]) -> T:
-        return call_with_retries(call, self._retry, self._sleep)
+        return call_with_retries(call, self._retry, self._sleep, time.monotonic)
 
     _dry_run = False
     _progress: Progress

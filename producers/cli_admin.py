@@ -9,11 +9,12 @@ from typing import Any
 from producers.cli_output import EXIT_OK, EXIT_REJECTED, EXIT_USAGE, print_json
 
 
-def _stores() -> tuple[Any, Any, Any]:
+def _stores() -> tuple[Any, Any, Any, Any]:
     from worker import bootstrap
     from worker.adapters.dead_letters import DeadLetterStore
     from worker.adapters.history import HistoryStore
     from worker.adapters.links import LinkStore
+    from worker.adapters.scheduled import ScheduledSteps
     from worker.config import Settings
 
     settings = Settings.from_env()
@@ -23,7 +24,7 @@ def _stores() -> tuple[Any, Any, Any]:
         retention_seconds=int(settings.dead_letter_retention_days * 86400),
         max_entries=settings.dead_letter_max_entries,
     )
-    return LinkStore(client), dead_letters, HistoryStore(client)
+    return LinkStore(client), dead_letters, HistoryStore(client), ScheduledSteps(client)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -31,12 +32,14 @@ def cmd_status(args: argparse.Namespace) -> int:
         from producers.transaction_commands import transaction_status
 
         return transaction_status(str(args.id), args.json)
-    links, dead_letters, history = _stores()
+    links, dead_letters, history, scheduled = _stores()
     cid = str(args.id)
+    waiting = [scheduled.waiting(step, cid) for step in ("profile", "address", "lists")]
     status = {
         "customer_id": cid,
         "profile_id": links.get(cid),
         "dead_letters": dead_letters.for_customer(cid),
+        "retrying": [w.as_dict() for w in waiting if w is not None],
         "history": history.recent(cid),
     }
     if args.json:
@@ -45,11 +48,20 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"customer {cid}: Klaviyo profile {status['profile_id'] or '(not linked)'}")
     for entry in status["dead_letters"]:
         print(f"  dead letter {entry['id']}: {entry['reason']} ({entry['attempts']} attempts)")
+    for w in status["retrying"]:
+        print(f"  {w['step']} step waiting to retry: attempt {w['attempt']} of "
+              f"{w['max_attempts']} at {_clock(w['due_at'])}, last error: {w['last_error']}")
     if not status["history"]:
         print("  no sync history")
     for h in status["history"]:
         print(f"  {h['at']}  {h['step']:<8} {h['outcome']:<9} {h.get('reason') or ''}")
     return EXIT_OK
+
+
+def _clock(epoch: float) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
 
 
 def _cmd_dlq_select(args: argparse.Namespace, dead_letters: Any) -> int:
@@ -82,7 +94,7 @@ def _cmd_dlq_select(args: argparse.Namespace, dead_letters: Any) -> int:
 
 
 def cmd_dlq(args: argparse.Namespace) -> int:
-    _, dead_letters, _ = _stores()
+    _, dead_letters, _, _ = _stores()
     if args.dlq_command in ("replay", "purge"):
         return _cmd_dlq_select(args, dead_letters)
     if args.dlq_command == "list":

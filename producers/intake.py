@@ -12,11 +12,8 @@ turns into a fast 503 (iPaaS.com delivers again later) instead of a hung request
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +23,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from producers.webhook_parsing import CUSTOMER, TRANSACTION, SyncRequest
+from worker.adapters.broker import TaskMessages as BrokerMessages
 from worker.adapters.pending import PendingSyncs, QueuedSync
 from worker.adapters.task_ledger import LedgerEntry
 
@@ -53,68 +51,23 @@ class SubmitResult:
 
 
 class TaskMessages:
-    """Celery task messages in kombu's Redis wire format, built without touching a broker.
-
-    Celery builds one template message per task (its headers, in its protocol); each
-    message then only gets its own ids and arguments, which is most of the receiver's
-    per-request cost saved. ``ignore_result``: nobody waits on a webhook's task (its outcome
-    goes to the history store), so the worker stores no result for it. Tasks sent this way
-    emit no ``task-sent`` event; the worker's received/started/succeeded events still flow.
-    """
+    """Webhook and reconcile syncs as queued messages (worker/adapters/broker.py builds the
+    message), each with its task-ledger entry. ``ignore_result``: nobody waits on a webhook's
+    task (its outcome goes to the history store), so the worker stores no result for it."""
 
     def __init__(self, lost_task_after_seconds: float = 300.0) -> None:
-        from celery import Celery
-
-        import celeryconfig
-
-        app = Celery("ipaas_klaviyo", set_as_current=False)
-        app.config_from_object(celeryconfig)
-        self._amqp = app.amqp
-        self._routes: dict[str, dict[str, str]] = celeryconfig.task_routes
-        self._templates: dict[str, dict[str, Any]] = {}
+        self._messages = BrokerMessages()
         # When the lost-task sweep starts looking for a message nobody finished.
         self.lost_task_after_seconds = lost_task_after_seconds
 
     def build(self, request: SyncRequest) -> QueuedSync:
         task_name, id_keyword = TASKS[request.kind]
-        queue = self._routes[task_name]["queue"]
         kwargs = {id_keyword: request.record_id, "tracking_guid": request.tracking_guid}
-        task_id = str(uuid.uuid4())
-        template = self._template(task_name)
-        body = [[], kwargs, template["embed"]]
-        envelope = {
-            "body": base64.b64encode(json.dumps(body).encode()).decode(),
-            "content-encoding": "utf-8",
-            "content-type": "application/json",
-            "headers": {**template["headers"], "id": task_id, "root_id": task_id,
-                        # Only short strings and None: repr is what Celery's saferepr gives.
-                        "kwargsrepr": repr(kwargs)},
-            "properties": {
-                **template["properties"],
-                "correlation_id": task_id,
-                "delivery_mode": 2,
-                "delivery_info": {"exchange": "", "routing_key": queue},
-                "priority": 0,
-                "body_encoding": "base64",
-                "delivery_tag": str(uuid.uuid4()),
-            },
-        }
+        task_id, queue, message = self._messages.build(task_name, kwargs, ignore_result=True)
         entry = LedgerEntry(task_name, queue, kwargs)
-        return QueuedSync(request.kind, request.record_id, queue, json.dumps(envelope),
+        return QueuedSync(request.kind, request.record_id, queue, message,
                           task_id=task_id, ledger_entry=entry.encode(),
                           due_at=time.time() + self.lost_task_after_seconds)
-
-    def _template(self, task_name: str) -> dict[str, Any]:
-        if task_name not in self._templates:
-            message = self._amqp.create_task_message(
-                "template", task_name, (), {}, ignore_result=True
-            )
-            self._templates[task_name] = {
-                "headers": dict(message.headers),
-                "properties": dict(message.properties),
-                "embed": message.body[2],
-            }
-        return self._templates[task_name]
 
 
 class Intake:

@@ -73,16 +73,22 @@ class RedisCollector(Collector):
         yield from self._gauges()
 
     def _gauges(self) -> Iterable[Any]:
-        from producers.shell import queue_depths
+        from celeryconfig import QUEUES
+        from worker.adapters.broker import queue_depths
+        from worker.adapters.scheduled import ScheduledSteps
 
         depths = GaugeMetricFamily(
             f"{NAMESPACE}_queue_depth",
             "Celery messages waiting per queue; unacked: taken by a worker, not yet acknowledged",
             labels=["queue"],
         )
-        for queue, depth in queue_depths(self._redis).items():
+        for queue, depth in queue_depths(self._redis, QUEUES).items():
             depths.add_metric([queue], depth)
         yield depths
+        yield GaugeMetricFamily(
+            f"{NAMESPACE}_retrying",
+            "Steps and subscription batches waiting out a retry in the scheduled set",
+            value=ScheduledSteps(self._redis).retrying())
         pipe = self._redis.pipeline(transaction=False)
         pipe.zcard(self._dead_letter_index)
         pipe.get(self._dead_letters_dropped)

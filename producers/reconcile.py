@@ -42,7 +42,7 @@ from worker.core.reconcile import (
     next_watermark,
     parse_time,
 )
-from worker.core.retry import RetryPolicy, backoff_seconds
+from worker.core.retry import GiveUp, RetryPolicy, decide
 
 logger = logging.getLogger("ipaas_klaviyo.reconcile")
 
@@ -84,6 +84,7 @@ class ReconcileReport:
     counts: dict[str, int]
     resumed_at_page: int | None = None
     fell_back: str | None = None  # why a filtered pass became a full scan
+    finished: bool = True  # False: the slice's time ran out; the checkpoint holds the rest
 
     def summary(self) -> str:
         c = self.counts
@@ -92,6 +93,8 @@ class ReconcileReport:
             how += f" (update-time filter {self.fell_back}: full scan)"
         if self.resumed_at_page:
             how += f", resumed at page {self.resumed_at_page}"
+        if not self.finished:
+            how += ", paused at the end of its time slice (continues)"
         return (f"reconcile {self.kind}: {how} | pages {c['pages']:,}, seen {c['seen']:,}, "
                 f"enqueued {c['enqueued']:,}, unchanged {c['unchanged']:,}, "
                 f"already queued {c['already_queued']:,} | "
@@ -100,7 +103,8 @@ class ReconcileReport:
     def as_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "mode": self.mode, "since": format_time(self.since),
                 "watermark": format_time(self.watermark), "counts": dict(self.counts),
-                "resumed_at_page": self.resumed_at_page, "fell_back": self.fell_back}
+                "resumed_at_page": self.resumed_at_page, "fell_back": self.fell_back,
+                "finished": self.finished}
 
 
 class Reconciler:
@@ -120,15 +124,20 @@ class Reconciler:
         self._progress_stream = progress_stream
         self._sleep, self._clock, self._after_page = sleep, clock, after_page
 
-    def run(self, options: ReconcileOptions) -> ReconcileReport:
+    def run(self, options: ReconcileOptions, *, deadline: float | None = None
+            ) -> ReconcileReport:
         """One pass (or the rest of an interrupted one). Raises ReconcileBusy when another
-        pass of this kind holds the lock."""
+        pass of this kind holds the lock.
+
+        ``deadline`` (a ``time.monotonic()`` value): stop after the page that reaches it,
+        with the checkpoint saved, and report ``finished=False`` (the scheduled task runs in
+        slices, each well inside the task time limit); the next run resumes there."""
         kind = self.kinds[options.kind](options)
         lock = RedisLock(self.c.redis, f"reconcile:{kind.name}", LOCK_TTL_SECONDS)
         if not lock.acquire():
             raise ReconcileBusy(kind.name)
         try:
-            return self._run_locked(kind, options, lock)
+            return self._run_locked(kind, options, lock, deadline)
         finally:
             lock.release()
 
@@ -150,7 +159,7 @@ class Reconciler:
         return state, False
 
     def _run_locked(self, kind: RecordKind, options: ReconcileOptions,
-                    lock: RedisLock) -> ReconcileReport:
+                    lock: RedisLock, deadline: float | None) -> ReconcileReport:
         state, resumed = self._start(kind, options)
         report = ReconcileReport(kind.name, state.mode, state.since, state.since, state.counts,
                                  resumed_at_page=state.next_page if resumed else None)
@@ -158,11 +167,15 @@ class Reconciler:
                              stream=self._progress_stream) if self._progress_stream else None)
         while True:
             try:
-                for _, records in self._pages(kind, state):
+                for _, records in self._pages(kind, state, deadline):
                     self._page(kind, records, state, report, progress)
                     lock.renew()
                     if self._after_page is not None:
                         self._after_page(state)
+                    if deadline is not None and time.monotonic() >= deadline:
+                        report.finished = False
+                        report.mode = state.mode
+                        return report
                 break
             except FilterNotAccepted:
                 if state.mode == FULL_SCAN:
@@ -179,10 +192,12 @@ class Reconciler:
             progress.finish()
         return report
 
-    def _pages(self, kind: RecordKind, state: PassState) -> Iterator[Page]:
+    def _pages(self, kind: RecordKind, state: PassState, deadline: float | None
+               ) -> Iterator[Page]:
         """The pages from ``state.next_page`` on; a transient failure retries from the page
-        it hit, with backoff, and gives up (leaving the checkpoint) after a few attempts."""
-        failures = 0
+        it hit, by the one retry rule, and gives up (leaving the checkpoint) when the rule
+        does, or when the wait would pass the slice's deadline."""
+        failures, first_failure = 0, 0.0
         while True:
             try:
                 for page in kind.pages(state, state.next_page):
@@ -190,11 +205,13 @@ class Reconciler:
                     yield page
                 return
             except RetryableError as exc:
-                failures += 1
-                if failures >= PAGE_RETRY.max_attempts:
+                first_failure = first_failure if failures else time.monotonic()
+                decision = decide(exc, failures, time.monotonic() - first_failure, PAGE_RETRY)
+                if isinstance(decision, GiveUp) or (
+                        deadline is not None and time.monotonic() + decision.delay > deadline):
                     raise
-                self._sleep(backoff_seconds(failures - 1, PAGE_RETRY,
-                                            retry_after=exc.retry_after))
+                failures = decision.attempts
+                self._sleep(decision.delay)
 
     def _page(self, kind: RecordKind, records: list[dict[str, Any]], state: PassState,
               report: ReconcileReport, progress: Progress | None) -> None:

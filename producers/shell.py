@@ -31,7 +31,7 @@ HELP = (
      "enqueue customers; wait=True waits and returns each step's outcome"),
     ("status(customer_id)", "the customer's link, dead letters and recent sync history"),
     ("link(customer_id)", "the Klaviyo profile id linked to the customer, or None"),
-    ("queues()", "messages waiting in each Celery queue, and taken but not yet acknowledged"),
+    ("queues()", "messages waiting per queue, held by workers (unacked), and retries waiting"),
     ("open_steps(limit=20)",
      "steps sent and not yet at an outcome: the count, and those past due for the sweep"),
     ("redis", "the Redis client behind the stores and queues"),
@@ -71,21 +71,14 @@ class Stores:
 
 
 def queue_depths(client: redis.Redis) -> dict[str, int]:
-    """LLEN of each Celery queue (every priority sub-list kombu keeps), plus the messages a
-    worker holds unacknowledged (running, or waiting out a retry countdown)."""
-    from kombu.transport.redis import PRIORITY_STEPS, Channel
-
+    """Messages waiting per Celery queue, ``unacked`` (held by workers: running or
+    prefetched) and ``retrying`` (steps waiting out a retry in the scheduled set)."""
     from celeryconfig import QUEUES
+    from worker.adapters.broker import queue_depths as broker_depths
+    from worker.adapters.scheduled import ScheduledSteps
 
-    pipe = client.pipeline(transaction=False)
-    for queue in QUEUES:
-        for priority in PRIORITY_STEPS:
-            pipe.llen(f"{queue}{Channel.sep}{priority}" if priority else queue)
-    pipe.hlen(Channel.unacked_key)
-    counts = [int(n) for n in pipe.execute()]
-    steps = len(PRIORITY_STEPS)
-    depths = {q: sum(counts[i * steps:(i + 1) * steps]) for i, q in enumerate(QUEUES)}
-    depths["unacked"] = counts[-1]
+    depths = broker_depths(client, QUEUES)
+    depths["retrying"] = ScheduledSteps(client).retrying()
     return depths
 
 

@@ -190,7 +190,7 @@ class TransactionBackfill:
                                      "at": datetime.now(UTC).isoformat(timespec="seconds")})
 
     def _with_retries(self, call: Callable[[], T]) -> T:
-        return call_with_retries(call, self._retry, self._sleep)
+        return call_with_retries(call, self._retry, self._sleep, time.monotonic)
 
     def _warn(self, message: str) -> None:
         if self._stream is not None:

@@ -93,14 +93,17 @@ def backfill_transactions(args: argparse.Namespace) -> int:
 
 def transaction_status(transaction_id: str, as_json: bool) -> int:
     from worker import bootstrap
+    from worker.adapters.scheduled import ScheduledSteps
     from worker.transaction_tasks import history_subject
 
     c = bootstrap.container()
     entry = c.dead_letters.get(f"transaction:{transaction_id}")
+    waiting = ScheduledSteps(c.redis).waiting("transaction", transaction_id)
     status: dict[str, Any] = {
         "transaction_id": transaction_id,
         "events_sent": sorted(c.sent_orders.sent(transaction_id)),
         "dead_letters": [entry] if entry else [],
+        "retrying": [waiting.as_dict()] if waiting else [],
         "history": c.history.recent(history_subject(transaction_id)),
     }
     if as_json:
@@ -110,6 +113,9 @@ def transaction_status(transaction_id: str, as_json: bool) -> int:
     print(f"transaction {transaction_id}: order events sent: {sent}")
     if entry:
         print(f"  dead letter {entry['id']}: {entry['reason']} ({entry['attempts']} attempts)")
+    if waiting:
+        print(f"  waiting to retry: attempt {waiting.attempt} of {waiting.max_attempts}, "
+              f"due {waiting.due_at:.0f} (epoch s), last error: {waiting.last_error}")
     if not status["history"]:
         print("  no sync history")
     for h in status["history"]:

@@ -35,11 +35,9 @@ from typing import Any
 from celery import Task
 
 from worker import bootstrap
-from worker.adapters.subscription_batches import (
-    SEND_ROUNDS,
-    BatchRow,
-    send_subscription_batch,
-)
+from worker.adapters.scheduled import Waiting, subject_of
+from worker.adapters.step_deadline import step_deadline
+from worker.adapters.subscription_batches import BatchRow, send_subscription_batch
 from worker.adapters.subscription_buffer import (
     InFlight,
     QueuedStep,
@@ -49,23 +47,19 @@ from worker.adapters.subscription_buffer import (
 from worker.celery_app import app
 from worker.core import reasons
 from worker.core.batch_outcomes import BatchKey, QueuedItem, step_outcome
-from worker.core.errors import (
-    FieldError,
-    FinalError,
-    RateLimited,
-    RetryableError,
-    StepOutcome,
-    headline_reason,
-)
-from worker.core.retry import backoff_seconds, should_retry
+from worker.core.errors import FieldError, StepOutcome, headline_reason
+from worker.core.retry import Done, RetryIn, attempt
 from worker.core.subscription_step import plan_subscription_step
 from worker.core.subscriptions import REMOVE_FROM_LIST
+from worker.dispatch import send_later
 
 logger = logging.getLogger("ipaas_klaviyo.sync")
 
 LISTS = "lists"
 FLUSH_TASK = "ipaas_klaviyo.flush_subscriptions"
 _MIN_MARKER_SECONDS = 10.0
+# Left of the task time limit after the batch's last call: its outcomes are still to be written.
+STEP_DEADLINE_MARGIN_SECONDS = 5.0
 
 
 def subscription_buffer(c: bootstrap.Container) -> SubscriptionBuffer:
@@ -73,10 +67,9 @@ def subscription_buffer(c: bootstrap.Container) -> SubscriptionBuffer:
 
 
 def lease_seconds(c: bootstrap.Container) -> float:
-    """How long a flush owns the batch it sends before another flush may take it over: a
-    wait for the rate limiter plus every send round's HTTP timeout, with a margin."""
-    settings = c.settings
-    return settings.rate_limit_max_wait_seconds + SEND_ROUNDS * settings.http_timeout + 5.0
+    """How long a flush owns the batch it sends before another flush may take it over:
+    longer than any task may run (its hard time limit), so the owner is done or dead."""
+    return c.settings.task_hard_time_limit_seconds + 5.0
 
 
 def marker_seconds(window: float) -> float:
@@ -128,7 +121,7 @@ def queue_subscription_step(
         if length >= BatchKey.decode(key).limit:
             flush_subscriptions.apply_async(kwargs={"key": key})
         elif buffer.claim_flush(key, marker_seconds(window)):
-            flush_subscriptions.apply_async(kwargs={"key": key}, countdown=window)
+            send_later(FLUSH_TASK, {"key": key}, window)
     return True
 
 
@@ -156,8 +149,9 @@ def flush_subscriptions(
     self: Task,
     key: str,
     batch_id: str | None = None,
-    attempt: int = 0,
+    attempts: int = 0,
     first_attempt_at: float | None = None,
+    attempt: int = 0,  # the name messages from earlier versions carry
 ) -> dict[str, Any]:
     """Send what waits under ``key`` (or, for a retry, the one in-flight ``batch_id``)."""
     c = bootstrap.container()
@@ -169,28 +163,32 @@ def flush_subscriptions(
         batch = buffer.in_flight(key, batch_id)
         if batch is not None:
             buffer.extend(key, batch_id, lease)
-            sent.append(_send(c, buffer, batch_key, batch, attempt, first_attempt_at))
+            sent.append(_send(c, buffer, batch_key, batch, attempts or attempt,
+                              first_attempt_at))
         return {"key": key, "batches": sent}
     # New items from here on schedule a new flush; what is already there is taken below.
     buffer.release_flush(key)
+    # One batch per run, so the task stays well inside its time limit: a batch whose flush
+    # was lost first, else the next batch of waiting items; what is left gets its own flush.
+    batch = None
     for abandoned_id in buffer.abandoned(key):
         batch = buffer.reclaim(key, abandoned_id, lease)
         if batch is not None:
             logger.warning("re-sending subscription batch %s of %s after its flush was lost",
                            abandoned_id, batch_key.kind)
-            sent.append(_send(c, buffer, batch_key, batch, 0, None))
-    batch = buffer.take(key, batch_key.limit, lease)
+            break
+    if batch is None:
+        batch = buffer.take(key, batch_key.limit, lease)
     if batch is not None:
         _watch_leases(buffer, key)  # before sending: covers this task failing mid-way too
         sent.append(_send(c, buffer, batch_key, batch, 0, None))
     waiting = buffer.waiting(key)
-    if waiting >= batch_key.limit:
+    if waiting >= batch_key.limit or buffer.abandoned(key):
         flush_subscriptions.apply_async(kwargs={"key": key})
     elif waiting and buffer.claim_flush(key, marker_seconds(c.settings.subscription_batch_window)):
         # What arrived while this batch was sent waits for its own window, so a steady
         # trickle does not turn into a flush per handful of customers.
-        flush_subscriptions.apply_async(kwargs={"key": key},
-                                        countdown=c.settings.subscription_batch_window)
+        send_later(FLUSH_TASK, {"key": key}, c.settings.subscription_batch_window)
     _watch_leases(buffer, key)
     return {"key": key, "batches": sent}
 
@@ -203,39 +201,42 @@ def _watch_leases(buffer: SubscriptionBuffer, key: str) -> None:
         return
     wait = max(0.0, lease_end - time.time()) + 1.0
     if buffer.claim_watch(key, wait):
-        flush_subscriptions.apply_async(kwargs={"key": key}, countdown=wait)
+        send_later(FLUSH_TASK, {"key": key}, wait)
 
 
 def _send(c: bootstrap.Container, buffer: SubscriptionBuffer, key: BatchKey, batch: InFlight,
-          attempt: int, first_attempt_at: float | None) -> str:
+          attempts: int, first_attempt_at: float | None) -> str:
     """Send one batch; settle it, or schedule its retry. Returns what happened."""
     first = first_attempt_at or time.time()
     rows = [BatchRow(i.profile_id, i.email, i.phone_number, i.consented_at)
             for i in batch.items]
     last_error: str | None = None
-    try:
-        refused = send_subscription_batch(c.klaviyo, key, rows)
-    except FinalError as exc:
-        refused = {n: exc.errors or _request_error(exc.reason) for n in range(len(rows))}
-    except Exception as exc:
-        # Transient by classification or unknown: the batch stays in flight for the retry.
-        # An unexpected error's message may hold data, so only its type is kept.
-        last_error = str(exc) if isinstance(exc, RetryableError) else type(exc).__name__
-        # Waiting for our own limiter is not a failed attempt: nothing was sent.
-        next_attempt = attempt if isinstance(exc, RateLimited) else attempt + 1
-        if should_retry(next_attempt, time.time() - first, c.retry_policy):
-            retry_after = exc.retry_after if isinstance(exc, RetryableError) else None
-            countdown = backoff_seconds(attempt, c.retry_policy, retry_after=retry_after)
-            buffer.extend(key.encode(), batch.batch_id, countdown + lease_seconds(c))
-            flush_subscriptions.apply_async(
-                kwargs={"key": key.encode(), "batch_id": batch.batch_id,
-                        "attempt": next_attempt, "first_attempt_at": first},
-                countdown=countdown)
-            if not isinstance(exc, RetryableError):
-                logger.exception("unexpected error sending a subscription batch")
-            return "retrying"
+    with step_deadline(c.settings.task_time_limit_seconds - STEP_DEADLINE_MARGIN_SECONDS):
+        result = attempt(lambda: send_subscription_batch(c.klaviyo, key, rows), attempts,
+                         time.time() - first, c.retry_policy)
+    if isinstance(result, Done):
+        refused = result.value
+    elif isinstance(result, RetryIn):
+        # The batch stays in flight, leased to its retry, which waits in the scheduled set.
+        if result.unexpected:
+            logger.error("unexpected error sending a subscription batch",
+                         exc_info=result.exception)
+        buffer.extend(key.encode(), batch.batch_id, result.delay + lease_seconds(c))
+        waiting = Waiting(task_id="", task=FLUSH_TASK, step=LISTS,
+                          subject=subject_of("batch", batch.batch_id),
+                          due_at=time.time() + result.delay, attempt=result.attempts + 1,
+                          max_attempts=c.retry_policy.max_attempts,
+                          last_error=result.last_error)
+        send_later(FLUSH_TASK, {"key": key.encode(), "batch_id": batch.batch_id,
+                                "attempts": result.attempts, "first_attempt_at": first},
+                   result.delay, waiting=waiting)
+        return "retrying"
+    elif result.reason == reasons.RETRIES_EXHAUSTED:
+        last_error = result.last_error
         refused = {n: [FieldError("request", reasons.RETRIES_EXHAUSTED, last_error)]
                    for n in range(len(rows))}
+    else:  # Klaviyo refused the whole batch for good
+        refused = {n: result.errors or _request_error(result.reason) for n in range(len(rows))}
     for n, item in enumerate(batch.items):
         refusal = (headline_reason(refused[n]), refused[n]) if n in refused else None
         settled = buffer.settle(item, refusal)

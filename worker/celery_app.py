@@ -7,12 +7,14 @@ from celery.signals import worker_init
 
 from worker.logging_setup import mask_celery_logs
 from worker.lost_tasks import LostTaskSweep
+from worker.scheduled_mover import ScheduledMover
 
 app = Celery("ipaas_klaviyo")
 app.config_from_object("celeryconfig")
 app.conf.imports = ("worker.tasks", "worker.batch_tasks", "worker.reconcile_task",
                     "worker.transaction_tasks", "worker.link_tasks")
 app.steps["worker"].add(LostTaskSweep)
+app.steps["worker"].add(ScheduledMover)
 mask_celery_logs()
 
 

@@ -69,6 +69,12 @@ def mask_url_password(url: str) -> str:
 
 _NO_SECRET = Secret("")
 
+# A task gets this long after its soft time limit before its process is killed.
+HARD_LIMIT_GRACE_SECONDS = 10.0
+# The visibility timeout outlasts the hard limit by this much: a message is delivered a little
+# before its task starts, and kombu's restore runs on a timer.
+VISIBILITY_MARGIN = 10.0
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -94,12 +100,16 @@ class Settings:
     retry_cap_seconds: float = 600.0
     dead_letter_retention_days: float = 30.0
     dead_letter_max_entries: int = 100_000
-    # Redis redelivers a message not acknowledged within this time (a worker that died holding
-    # it, or a countdown waiting in a worker). Every retry countdown must stay below it.
-    broker_visibility_timeout: float = 3600.0
+    # Redis hands a message back to the queue when it was not acknowledged within this time:
+    # how long the tasks a dead worker held (running or prefetched) wait to run again. No
+    # retry waits in a worker (they wait in Redis), so it only has to outlast one task.
+    broker_visibility_timeout: float = 90.0
+    # A task running longer is stopped (soft limit: it fails and retries like any error);
+    # HARD_LIMIT_GRACE_SECONDS later its process is killed. Long work is cut into slices.
+    task_time_limit_seconds: float = 60.0
     # A step sent this long ago (or last retried) without an outcome is looked for in the
     # broker and sent again if the broker lost it (worker/lost_tasks.py).
-    lost_task_after_seconds: float = 300.0
+    lost_task_after_seconds: float = 90.0
     # Klaviyo limits per tier, e.g. "L=75/750,M=10/150" (burst per second / steady per
     # minute) for accounts whose tiers differ from the published ones; empty: published.
     klaviyo_rate_limits: str = ""
@@ -157,6 +167,9 @@ class Settings:
             broker_visibility_timeout=_number(
                 e, "BROKER_VISIBILITY_TIMEOUT", d.broker_visibility_timeout
             ),
+            task_time_limit_seconds=_number(
+                e, "TASK_TIME_LIMIT_SECONDS", d.task_time_limit_seconds
+            ),
             lost_task_after_seconds=_number(
                 e, "LOST_TASK_AFTER_SECONDS", d.lost_task_after_seconds
             ),
@@ -193,10 +206,18 @@ class Settings:
 
     def checked(self) -> Settings:
         """Reject combinations that would break a guarantee, with the reason."""
-        if self.retry_cap_seconds >= self.broker_visibility_timeout:
+        if self.task_time_limit_seconds < 10:
+            raise ConfigurationError("TASK_TIME_LIMIT_SECONDS must be at least 10")
+        if self.broker_visibility_timeout < self.task_hard_time_limit_seconds + VISIBILITY_MARGIN:
             raise ConfigurationError(
-                "RETRY_CAP_SECONDS must be below BROKER_VISIBILITY_TIMEOUT: a retry waiting "
-                "longer would be redelivered to a second worker"
+                "BROKER_VISIBILITY_TIMEOUT must be at least TASK_TIME_LIMIT_SECONDS + "
+                f"{HARD_LIMIT_GRACE_SECONDS + VISIBILITY_MARGIN:g}: a task still running when "
+                "it passes would be handed to a second worker"
+            )
+        if self.rate_limit_max_wait_seconds + 2 * self.http_timeout > self.task_time_limit_seconds:
+            raise ConfigurationError(
+                "RATE_LIMIT_MAX_WAIT_SECONDS + 2 x HTTP_TIMEOUT must not exceed "
+                "TASK_TIME_LIMIT_SECONDS: a step must have time for a limiter wait and its calls"
             )
         parse_limits(self.klaviyo_rate_limits)  # fails here, at start, on a bad value
         if self.lost_task_after_seconds < 1:
@@ -216,6 +237,11 @@ class Settings:
         if self.reconcile_page_size < 1:
             raise ConfigurationError("RECONCILE_PAGE_SIZE must be at least 1")
         return self
+
+    @property
+    def task_hard_time_limit_seconds(self) -> float:
+        """When a task's process is killed: the soft limit plus a grace to clean up."""
+        return self.task_time_limit_seconds + HARD_LIMIT_GRACE_SECONDS
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{k}={v}" for k, v in self.describe().items())

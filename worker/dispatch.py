@@ -1,35 +1,66 @@
-"""Sending a step's task: its ledger entry first, then the message.
+"""Sending a step's task: its ledger entry first, then the message; or, for later, into the
+scheduled set in Redis.
 
 The customer and transaction steps go through ``send_step``, so each has a ledger entry
 before its message exists (worker/adapters/task_ledger.py explains why); the receiver and
 reconcile write theirs in the same Lua call that queues the message (adapters/pending.py).
+Anything that must run later (a retry, a batch window, a lease check) goes through
+``send_later``: it waits in the scheduled set (worker/adapters/scheduled.py), never as a
+countdown inside a worker, so a worker killed meanwhile strands nothing.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
+from dataclasses import replace
 from typing import Any
 
 from celery import Task
 from celery.result import AsyncResult
 
 from worker import bootstrap
+from worker.adapters.broker import TaskMessages, queue_of
+from worker.adapters.scheduled import ScheduledSteps, Waiting
 from worker.adapters.task_ledger import LedgerEntry, TaskLedger
 
+__all__ = ["queue_of", "send_later", "send_step"]
 
-def queue_of(task_name: str) -> str:
-    import celeryconfig
-
-    return str(celeryconfig.task_routes.get(task_name, {}).get("queue")
-               or celeryconfig.task_default_queue)
+_messages: TaskMessages | None = None
 
 
-def send_step(task: Task, kwargs: dict[str, Any], *, countdown: float | None = None
-              ) -> AsyncResult:
+def _task_messages() -> TaskMessages:
+    global _messages
+    if _messages is None:  # built on first use: it reads celeryconfig
+        _messages = TaskMessages()
+    return _messages
+
+
+def send_step(task: Task, kwargs: dict[str, Any]) -> AsyncResult:
     settings, client = bootstrap.settings_and_redis()
     task_id = str(uuid.uuid4())
     entry = LedgerEntry(task.name, queue_of(task.name), kwargs)
-    due = time.time() + (countdown or 0.0) + settings.lost_task_after_seconds
-    TaskLedger(client).record(task_id, entry, due)
-    return task.apply_async(kwargs=kwargs, task_id=task_id, countdown=countdown)
+    TaskLedger(client).record(task_id, entry, time.time() + settings.lost_task_after_seconds)
+    return task.apply_async(kwargs=kwargs, task_id=task_id)
+
+
+def send_later(task_name: str, kwargs: dict[str, Any], delay: float, *,
+               task_id: str | None = None, waiting: Waiting | None = None,
+               tracked: bool = False, ignore_result: bool = True) -> str:
+    """Queue ``task_name(**kwargs)`` in ``delay`` seconds through the scheduled set.
+
+    ``task_id``: keep an id (a retry is the same task, so whoever waits on its result still
+    gets it). ``waiting``: what ``status`` shows of a retry. ``tracked``: a customer or
+    transaction step, whose ledger entry is rewritten with these arguments in the same call.
+    """
+    settings, client = bootstrap.settings_and_redis()
+    task_id, queue, message = _task_messages().build(
+        task_name, kwargs, task_id=task_id, ignore_result=ignore_result)
+    due = time.time() + max(0.0, delay)
+    if waiting is not None and waiting.task_id != task_id:
+        waiting = replace(waiting, task_id=task_id)
+    ScheduledSteps(client).schedule(
+        task_id, queue, message, due, waiting=waiting,
+        ledger=LedgerEntry(task_name, queue, kwargs) if tracked else None,
+        ledger_due_at=due + settings.lost_task_after_seconds)
+    return task_id

@@ -4,7 +4,8 @@ Every worker runs it on its event loop's timer (the way kombu runs its own ``una
 restore), and a short Redis lock lets one of them sweep at a time. A sweep takes the ledger
 entries past their due time (worker/adapters/task_ledger.py), looks for their task ids in
 the queues and the ``unacked`` hash, postpones those still held (queued behind a backlog,
-running, or waiting for a retry's countdown) and sends the others again with the same id.
+running, or waiting in the scheduled set for its retry) and sends the others again with the
+same id.
 A batched lists step is the subscription buffer's once queued: the sweep also gives a flush
 to every batch key whose items or in-flight batch have waited that long without one.
 
@@ -27,6 +28,7 @@ import redis
 from celery import bootsteps
 
 from worker.adapters.broker_scan import BrokerScan
+from worker.adapters.scheduled import ScheduledSteps
 from worker.adapters.task_ledger import LedgerEntry, TaskLedger
 
 logger = logging.getLogger("ipaas_klaviyo.lost_tasks")
@@ -47,14 +49,17 @@ def sweep_interval(after_seconds: float) -> float:
     return max(1.0, min(60.0, after_seconds / 5))
 
 
-def sweep_lost_tasks(ledger: TaskLedger, scan: BrokerScan, send: Send, *,
-                     after_seconds: float, now: float) -> SweepReport:
+def sweep_lost_tasks(ledger: TaskLedger, scan: BrokerScan, scheduled: ScheduledSteps,
+                     send: Send, *, after_seconds: float, now: float) -> SweepReport:
     report = SweepReport()
     due = ledger.due()
     report.due = len(due)
     if not due:
         return report
-    held = scan.held_ids({entry.queue for _, entry in due})
+    # A retry waiting in the scheduled set is held too (its ledger entry is normally due
+    # after it, but a retry made due now by a replay may not be queued yet).
+    held = scheduled.held([task_id for task_id, _ in due])
+    held |= scan.held_ids({entry.queue for _, entry in due})
     for task_id, entry in due:
         if task_id in held:
             ledger.postpone(task_id, now + after_seconds)
@@ -110,7 +115,8 @@ class LostTaskSweep(bootsteps.StartStopStep):
         try:
             if not client.set(lock, uuid.uuid4().hex, nx=True, px=int(interval * 900)):
                 return
-            report = sweep_lost_tasks(TaskLedger(client), BrokerScan(client), _send_again,
+            report = sweep_lost_tasks(TaskLedger(client), BrokerScan(client),
+                                      ScheduledSteps(client), _send_again,
                                       after_seconds=self._after, now=time.time())
             kicked = _kick_stalled_batches(client, self._after, self._batch_window)
         except redis.RedisError as exc:

@@ -2,31 +2,43 @@
 RECONCILE_INTERVAL_SECONDS and a worker runs one pass per kind, under the same fleet-wide
 lock as the ``ipaas-klaviyo reconcile`` command.
 
-No Celery retry: a pass that fails keeps its checkpoint and the next tick resumes it.
+A pass runs in slices: each task stops after the page that uses up half the task time limit
+(its checkpoint saved) and sends the next slice at once, so no task comes near the limit
+or the broker's visibility timeout, however many records a pass reads. No retry: a pass that
+fails keeps its checkpoint and the next tick resumes it.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from worker import bootstrap
 from worker.celery_app import app
+from worker.dispatch import send_later
 
 logger = logging.getLogger("ipaas_klaviyo.reconcile")
 
+RECONCILE_TASK = "ipaas_klaviyo.reconcile"
 
-@app.task(name="ipaas_klaviyo.reconcile")
+
+@app.task(name=RECONCILE_TASK)
 def reconcile() -> list[dict[str, Any]]:
     """Customers, then transactions when GENERATE_EVENTS is on; one result per kind."""
     from producers.reconcile import ReconcileBusy, ReconcileOptions, Reconciler, scheduled_kinds
 
     c = bootstrap.container()
     reconciler = Reconciler(c)
+    deadline = time.monotonic() + c.settings.task_time_limit_seconds / 2
     results: list[dict[str, Any]] = []
     for kind in scheduled_kinds(c.settings, reconciler):
+        if time.monotonic() >= deadline:
+            _continue_later(results)
+            break
         try:
-            report = reconciler.run(ReconcileOptions.from_settings(c.settings, kind))
+            report = reconciler.run(ReconcileOptions.from_settings(c.settings, kind),
+                                    deadline=deadline)
         except ReconcileBusy:
             logger.info("reconcile %s: another reconcile is running; skipped", kind)
             results.append({"kind": kind, "skipped": "another reconcile is running"})
@@ -39,4 +51,14 @@ def reconcile() -> list[dict[str, Any]]:
             continue
         logger.info(report.summary())
         results.append(report.as_dict())
+        if not report.finished:
+            _continue_later(results)
+            break
     return results
+
+
+def _continue_later(results: list[dict[str, Any]]) -> None:
+    """The next slice: each kind resumes at its checkpoint (a finished kind's next pass
+    only finds what changed since)."""
+    send_later(RECONCILE_TASK, {}, 0.0)
+    results.append({"continues": True})

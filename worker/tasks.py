@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -20,20 +21,23 @@ from celery.exceptions import Ignore
 
 from worker import bootstrap
 from worker.adapters.pending import CUSTOMER, PendingSyncs
-from worker.adapters.task_ledger import LedgerEntry, TaskLedger
+from worker.adapters.scheduled import Waiting, subject_of
+from worker.adapters.step_deadline import step_deadline
+from worker.adapters.task_ledger import TaskLedger
 from worker.batch_tasks import queue_subscription_step
 from worker.celery_app import app
-from worker.core import reasons
-from worker.core.errors import FinalError, RateLimited, RetryableError, StepOutcome
-from worker.core.retry import backoff_seconds, should_retry
+from worker.core.errors import StepOutcome
+from worker.core.retry import GiveUp, RetryIn, attempt
 from worker.core.subscription_step import sync_subscriptions
 from worker.core.sync_service import ProfileSyncResult, sync_address, sync_profile
-from worker.dispatch import queue_of, send_step
+from worker.dispatch import send_later, send_step
 from worker.observability import step_scope
 
 logger = logging.getLogger("ipaas_klaviyo.sync")
 
 PROFILE, ADDRESS, LISTS = "profile", "address", "lists"
+# Left of the task time limit after a step's last call: its outcome is still to be written.
+STEP_DEADLINE_MARGIN_SECONDS = 5.0
 StepWork = Callable[[bootstrap.Container], StepOutcome]
 
 
@@ -70,19 +74,24 @@ def run_step(
     step: str,
     customer_id: str,
     tracking_guid: str | None,
-    first_attempt_at: float | None,
     work: StepWork,
     retry_kwargs: dict[str, Any],
     *,
     transaction_id: str | None = None,
 ) -> StepOutcome:
-    """With ``transaction_id``, ``customer_id`` names the history the step is filed under
-    and the dead letter is the transaction's, with ``retry_kwargs["customer_id"]`` (which the
-    work may fill in once it knows the customer)."""
+    """Run one attempt of ``work`` and settle it: done, rejected (dead-lettered), or its
+    retry written to the scheduled set (the task is then acknowledged and stores nothing:
+    whoever waits on its result gets the retry's, which runs under the same task id).
+
+    ``retry_kwargs``: the task's arguments for a retry, with ``attempts`` (failed attempts
+    counted so far) and ``first_attempt_at``. With ``transaction_id``, ``customer_id`` names
+    the history the step is filed under and the dead letter is the transaction's, with
+    ``retry_kwargs["customer_id"]`` (which the work may fill in once it knows the customer).
+    """
     # Errors reported to Sentry while the step runs carry its customer, step and guid.
     with step_scope(customer_id, tracking_guid, step):
-        return _run_step(task, step, customer_id, tracking_guid, first_attempt_at, work,
-                         retry_kwargs, transaction_id)
+        return _run_step(task, step, customer_id, tracking_guid, work, retry_kwargs,
+                         transaction_id)
 
 
 def _run_step(
@@ -90,66 +99,58 @@ def _run_step(
     step: str,
     customer_id: str,
     tracking_guid: str | None,
-    first_attempt_at: float | None,
     work: StepWork,
     retry_kwargs: dict[str, Any],
     transaction_id: str | None = None,
 ) -> StepOutcome:
     c = bootstrap.container()
     started = time.monotonic()
-    first = first_attempt_at or time.time()
+    first = float(retry_kwargs.get("first_attempt_at") or time.time())
+    attempts = int(retry_kwargs.get("attempts") or 0)
     # Ids (never data) a replay needs to rerun this step through its own task.
     context = {k: str(retry_kwargs[k]) for k in ("profile_id", "collection")
                if retry_kwargs.get(k)} or None
-    try:
-        outcome = work(c)
-    except FinalError as exc:
-        outcome = StepOutcome(step, "rejected", exc.reason, errors=exc.errors)
+    # Limiter waits end in time for the step to finish inside its time limit.
+    with step_deadline(c.settings.task_time_limit_seconds - STEP_DEADLINE_MARGIN_SECONDS):
+        result = attempt(lambda: work(c), attempts, time.time() - first, c.retry_policy)
+    if isinstance(result, RetryIn):
+        _schedule_retry(task, c, step, customer_id, tracking_guid, result,
+                        {**retry_kwargs, "attempts": result.attempts, "first_attempt_at": first},
+                        transaction_id)
+        raise Ignore()
+    if isinstance(result, GiveUp):
+        outcome = StepOutcome(step, "rejected", result.reason, errors=result.errors)
         c.dead_letters.record(
             customer_id=_dead_letter_customer(customer_id, retry_kwargs, transaction_id),
-            step=step, reason=exc.reason, errors=exc.errors,
-            last_error=str(exc), context=context, transaction_id=transaction_id,
-        )
-    except Exception as exc:
-        # Transient by classification (RetryableError) or unknown: retry within budget.
-        # The message of an unexpected error may hold data, so only its type is kept.
-        last_error = str(exc) if isinstance(exc, RetryableError) else type(exc).__name__
-        # Waiting for our own limiter is not a failed attempt: nothing was sent.
-        waits = int(retry_kwargs.get("limiter_waits") or 0)
-        if isinstance(exc, RateLimited):
-            retry_kwargs = {**retry_kwargs, "limiter_waits": waits + 1}
-            waits += 1
-        attempts = task.request.retries + 1 - waits
-        if should_retry(attempts, time.time() - first, c.retry_policy):
-            retry_after = exc.retry_after if isinstance(exc, RetryableError) else None
-            countdown = backoff_seconds(
-                max(0, attempts - 1), c.retry_policy, retry_after=retry_after
-            )
-            c.history.record(
-                customer_id, StepOutcome(step, "retrying", last_error), tracking_guid=tracking_guid
-            )
-            if not isinstance(exc, RetryableError):
-                logger.exception("unexpected error in %s step for customer %s", step, customer_id)
-            c.metrics.incr("retries_total", {"step": step})
-            retry = {**retry_kwargs, "first_attempt_at": first}
-            # The retry is the same task (same id): its ledger entry stays open, due after
-            # the countdown, and a resend would carry the retry's arguments.
-            TaskLedger(c.redis).postpone(
-                task.request.id, time.time() + countdown + c.settings.lost_task_after_seconds,
-                LedgerEntry(task.name, queue_of(task.name), retry))
-            # Our own budget (attempts and total time) decides; Celery's counter is unlimited.
-            raise task.retry(args=(), kwargs=retry, countdown=countdown) from None
-        outcome = StepOutcome(step, "rejected", reasons.RETRIES_EXHAUSTED)
-        c.dead_letters.record(
-            customer_id=_dead_letter_customer(customer_id, retry_kwargs, transaction_id),
-            step=step, reason=reasons.RETRIES_EXHAUSTED, errors=[],
-            last_error=last_error, context=context, transaction_id=transaction_id,
+            step=step, reason=result.reason, errors=result.errors,
+            last_error=result.last_error, context=context, transaction_id=transaction_id,
         )
     else:
+        outcome = result.value
         c.dead_letters.remove(f"{step}:{transaction_id or customer_id}")
     record_outcome(c, customer_id, outcome, tracking_guid, (time.monotonic() - started) * 1000)
     TaskLedger(c.redis).finish(task.request.id)
     return outcome
+
+
+def _schedule_retry(task: Task, c: bootstrap.Container, step: str, customer_id: str,
+                    tracking_guid: str | None, retry: RetryIn, kwargs: dict[str, Any],
+                    transaction_id: str | None) -> None:
+    """Write the step's next run to the scheduled set: same task id (its ledger entry and
+    any waiter follow it), due after the backoff, with what ``status`` shows of it."""
+    if retry.unexpected:
+        logger.error("unexpected error in %s step for customer %s", step, customer_id,
+                     exc_info=retry.exception)
+    task_id = task.request.id or str(uuid.uuid4())
+    waiting = Waiting(task_id=task_id, task=task.name, step=step,
+                      subject=subject_of(step, transaction_id or customer_id),
+                      due_at=time.time() + retry.delay, attempt=retry.attempts + 1,
+                      max_attempts=c.retry_policy.max_attempts, last_error=retry.last_error)
+    send_later(task.name, kwargs, retry.delay, task_id=task_id, waiting=waiting, tracked=True,
+               ignore_result=bool(getattr(task.request, "ignore_result", False)))
+    c.history.record(customer_id, StepOutcome(step, "retrying", retry.last_error),
+                     tracking_guid=tracking_guid)
+    c.metrics.incr("retries_total", {"step": step})
 
 
 def record_outcome(c: bootstrap.Container, customer_id: str, outcome: StepOutcome,
@@ -175,7 +176,8 @@ def sync_customer(
     tracking_guid: str | None = None,
     first_attempt_at: float | None = None,
     force: bool = False,
-    limiter_waits: int = 0,
+    attempts: int = 0,
+    **_earlier: Any,  # arguments only messages from earlier versions carry (limiter_waits)
 ) -> dict:
     """Fetch, map, validate, resolve and upsert one customer; then chain its other steps.
 
@@ -217,9 +219,9 @@ def sync_customer(
         )
 
     outcome = run_step(
-        self, PROFILE, customer_id, tracking_guid, first_attempt_at, work,
+        self, PROFILE, customer_id, tracking_guid, work,
         {"customer_id": customer_id, "tracking_guid": tracking_guid, "force": force,
-         "limiter_waits": limiter_waits},
+         "attempts": attempts, "first_attempt_at": first_attempt_at},
     )
     return {**_result(customer_id, outcome, children), "inline": inline}
 
@@ -233,7 +235,8 @@ def apply_address(
     tracking_guid: str | None = None,
     first_attempt_at: float | None = None,
     location_applied: bool = False,
-    limiter_waits: int = 0,
+    attempts: int = 0,
+    **_earlier: Any,
 ) -> dict:
     """Make the primary billing address the profile's location; a bad address rejects
     this step only."""
@@ -246,10 +249,10 @@ def apply_address(
         return StepOutcome(ADDRESS, "synced", profile_id=profile_id)
 
     outcome = run_step(
-        self, ADDRESS, customer_id, tracking_guid, first_attempt_at, work,
+        self, ADDRESS, customer_id, tracking_guid, work,
         {"customer_id": customer_id, "profile_id": profile_id, "collection": collection,
          "tracking_guid": tracking_guid, "location_applied": location_applied,
-         "limiter_waits": limiter_waits},
+         "attempts": attempts, "first_attempt_at": first_attempt_at},
     )
     return _result(customer_id, outcome)
 
@@ -262,7 +265,8 @@ def apply_subscriptions(
     collection: str,
     tracking_guid: str | None = None,
     first_attempt_at: float | None = None,
-    limiter_waits: int = 0,
+    attempts: int = 0,
+    **_earlier: Any,
 ) -> dict:
     """Apply SubscribeProfile, LIST_ and UCLIST_ to the profile.
 
@@ -301,8 +305,9 @@ def apply_subscriptions(
         return StepOutcome(LISTS, "synced" if actions else "skipped", profile_id=profile_id)
 
     outcome = run_step(
-        self, LISTS, customer_id, tracking_guid, first_attempt_at, work,
+        self, LISTS, customer_id, tracking_guid, work,
         {"customer_id": customer_id, "profile_id": profile_id, "collection": collection,
-         "tracking_guid": tracking_guid, "limiter_waits": limiter_waits},
+         "tracking_guid": tracking_guid, "attempts": attempts,
+         "first_attempt_at": first_attempt_at},
     )
     return _result(customer_id, outcome)

@@ -41,7 +41,8 @@ def sync_transaction(
     tracking_guid: str | None = None,
     first_attempt_at: float | None = None,
     customer_id: str | None = None,
-    limiter_waits: int = 0,
+    attempts: int = 0,
+    **_earlier: Any,  # arguments only messages from earlier versions carry (limiter_waits)
 ) -> dict[str, Any]:
     """Fetch and validate one transaction, sync its customer first if unlinked, and send
     the order events that have not gone out yet. Does nothing when GENERATE_EVENTS is off."""
@@ -54,7 +55,7 @@ def sync_transaction(
                        StepOutcome(TRANSACTION_STEP, "skipped", GENERATE_EVENTS_OFF))
     retry_kwargs: dict[str, Any] = {"transaction_id": transaction_id,
                                     "tracking_guid": tracking_guid, "customer_id": customer_id,
-                                    "limiter_waits": limiter_waits}
+                                    "attempts": attempts, "first_attempt_at": first_attempt_at}
     children: list[str] = []
     sent: list[str] = []
 
@@ -83,7 +84,7 @@ def sync_transaction(
 
     outcome = run_step(
         self, TRANSACTION_STEP, history_subject(transaction_id), tracking_guid,
-        first_attempt_at, work, retry_kwargs, transaction_id=transaction_id,
+        work, retry_kwargs, transaction_id=transaction_id,
     )
     return _result(transaction_id, retry_kwargs["customer_id"], outcome, children, sent)
 

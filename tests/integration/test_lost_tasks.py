@@ -23,6 +23,7 @@ from tests.integration.conftest import StackFactory
 from worker.adapters.broker_scan import UNACKED_KEY, BrokerScan
 from worker.adapters.history import HistoryStore
 from worker.adapters.metrics import Metrics
+from worker.adapters.scheduled import ScheduledSteps
 from worker.adapters.task_ledger import LedgerEntry, TaskLedger
 from worker.lost_tasks import sweep_lost_tasks
 
@@ -83,22 +84,27 @@ def test_sweep_resends_only_what_is_neither_queued_nor_unacknowledged(
         ledger.record(lost, LedgerEntry(SYNC, "profiles", {"customer_id": "3"}), time.time())
         finished = enqueue_customer("4")
         ledger.finish(finished.id)
-        for task_id in (queued.id, unacked.id):  # make them due now
+        # A retry waiting in the scheduled set is held too.
+        retry_entry = LedgerEntry(SYNC, "profiles", {"customer_id": "6"})
+        ScheduledSteps(client).schedule("waiting-retry", "profiles", "{}", time.time() + 600,
+                                        ledger=retry_entry, ledger_due_at=time.time())
+        for task_id in (queued.id, unacked.id, "waiting-retry"):  # make them due now
             ledger.postpone(task_id, time.time() - 1)
 
         assert BrokerScan(client).held_ids(["profiles"]) >= {queued.id, unacked.id}
         sent: list[tuple[str, LedgerEntry]] = []
-        report = sweep_lost_tasks(ledger, BrokerScan(client),
+        report = sweep_lost_tasks(ledger, BrokerScan(client), ScheduledSteps(client),
                                   lambda tid, entry: sent.append((tid, entry)),
                                   after_seconds=60, now=time.time())
         simple.close()
 
     assert [tid for tid, _ in sent] == [lost]
     assert sent[0][1].kwargs == {"customer_id": "3"} and sent[0][1].resent == 1
-    assert report.due == 3 and report.still_held == 2
+    assert report.due == 4 and report.still_held == 3
     # Nothing is due again before the grace has passed; every entry stays open.
     assert ledger.due() == []
-    assert {ledger.get(t) is not None for t in (queued.id, unacked.id, lost)} == {True}
+    assert {ledger.get(t) is not None
+            for t in (queued.id, unacked.id, lost, "waiting-retry")} == {True}
     assert ledger.get(finished.id) is None
 
 
@@ -114,8 +120,8 @@ def test_sweep_does_not_resend_a_task_that_finished_meanwhile(make_stack: StackF
             return set()
 
     sent: list[str] = []
-    report = sweep_lost_tasks(ledger, FinishingScan(client), lambda tid, e: sent.append(tid),
-                              after_seconds=60, now=time.time())
+    report = sweep_lost_tasks(ledger, FinishingScan(client), ScheduledSteps(client),
+                              lambda tid, e: sent.append(tid), after_seconds=60, now=time.time())
     assert sent == [] and report.resent == [] and ledger.open_count() == 0
 
 
@@ -172,15 +178,15 @@ def test_a_lost_chained_step_is_sent_again(make_stack: StackFactory, tmp_path: P
 
 
 def test_a_lost_batch_flush_is_replaced(make_stack: StackFactory, tmp_path: Path) -> None:
-    stack = make_stack(LOST_TASK_AFTER_SECONDS="2", SUBSCRIPTION_BATCH_WINDOW_SECONDS="3",
-                       BROKER_VISIBILITY_TIMEOUT="5", RETRY_CAP_SECONDS="1")
+    stack = make_stack(LOST_TASK_AFTER_SECONDS="2", SUBSCRIPTION_BATCH_WINDOW_SECONDS="3")
     stack.ipaas.put_customer(customer(30003, "Lost", "Flush", "flush@example.com",
                                       "2015550103"))
     client = stack.redis()
     first = stack.start_worker(concurrency=1, log_path=str(tmp_path / "first.log"))
     enqueue_customer("30003")
-    # The lists step queued its actions and scheduled a flush 3 s out; the worker dies
-    # holding the flush's message and the message is lost with it.
+    # The lists step queued its actions and scheduled a flush 3 s out (in the scheduled set);
+    # the worker dies, and the flush's message is lost wherever it was: scheduled, queued or
+    # held by the dead worker.
     wait_until(lambda: bool(client.keys("ipk:subs:step:*")), 60, "the queued lists step")
     first.kill()
     first.wait()
@@ -190,7 +196,7 @@ def test_a_lost_batch_flush_is_replaced(make_stack: StackFactory, tmp_path: Path
         if "flush_subscriptions" in raw:
             client.hdel(UNACKED_KEY, tag)
             client.zrem("unacked_index", tag)
-    client.delete("lists")
+    client.delete("lists", "ipk:scheduled", "ipk:scheduled:entries")
 
     stack.start_worker(concurrency=1, log_path=str(tmp_path / "second.log"))
     wait_until(lambda: "lists" in steps_of(client, "30003"), 90, "the lists step")

@@ -120,7 +120,7 @@ def test_http_hook_counts_calls_by_status_and_429s_as_throttled(
 class _NoSlots:
     """A limiter that never has a slot (the protocol RateLimitedHttp uses)."""
 
-    def acquire(self, tier: str) -> float:
+    def acquire(self, tier: str, max_wait: float | None = None) -> float:
         raise ThrottledError("no slot", retry_after=2.0)
 
     def penalize(self, tier: str, seconds: float) -> None:

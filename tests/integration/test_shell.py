@@ -21,6 +21,7 @@ from producers.shell import HELP, build_namespace
 from sandbox.samples import customer
 from worker.adapters.history import HistoryStore
 from worker.adapters.links import LinkStore
+from worker.adapters.scheduled import ScheduledSteps, Waiting
 from worker.adapters.task_ledger import LedgerEntry, TaskLedger
 from worker.config import Settings
 
@@ -125,9 +126,13 @@ def test_queues_counts_waiting_and_unacknowledged_messages(spare_db: str) -> Non
     client.lpush("lists", "m4")
     client.hset("unacked", mapping={"tag1": "{}", "tag2": "{}"})
     client.lpush("celery", "not ours")
+    scheduled = ScheduledSteps(client)
+    scheduled.schedule("r1", "profiles", "m5", time.time() + 60,
+                       waiting=Waiting("r1", "t", "profile", "profile:7", 0.0, 2, 8, "503"))
+    scheduled.schedule("d1", "lists", "m6", time.time() + 2)  # a batch window, not a retry
     namespace = build_namespace(Settings(redis_url=spare_db))
     assert namespace["queues"]() == {"profiles": 4, "addresses": 0, "lists": 1,
-                                     "transactions": 0, "unacked": 2}
+                                     "transactions": 0, "unacked": 2, "retrying": 1}
     client.close()
 
 
@@ -153,7 +158,8 @@ def test_shell_command_reads_piped_input(stack: LocalStack) -> None:
     # stdout holds the prompts (">>> ") and what the statements printed.
     lines = [text.strip() for text in done.stdout.split(">>> ") if text.strip()]
     depths = ast.literal_eval(lines[0])
-    assert set(depths) == {"profiles", "addresses", "lists", "transactions", "unacked"}
+    assert set(depths) == {"profiles", "addresses", "lists", "transactions", "unacked",
+                           "retrying"}
     assert all(isinstance(n, int) and n >= 0 for n in depths.values())
     assert lines[1] == "01SHELLPROFILE"
     assert lines[2].isdigit()

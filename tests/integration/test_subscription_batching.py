@@ -117,8 +117,10 @@ class StallFirstSubscribe:
 def test_a_worker_killed_mid_flush_loses_no_subscription(
     make_stack: StackFactory, tmp_path: Path
 ) -> None:
-    # Short visibility timeout and lease so the held batch comes back within the test.
-    stack = make_stack(BROKER_VISIBILITY_TIMEOUT="5", RETRY_CAP_SECONDS="1",
+    # A short task time limit, hence a short batch lease (and the visibility timeout and
+    # waits it allows), so the held batch comes back within the test, not after 75 s. The
+    # default lease is on the path of test_worker_killed's 2,000-customer run (batching on).
+    stack = make_stack(TASK_TIME_LIMIT_SECONDS="10", BROKER_VISIBILITY_TIMEOUT="30",
                        HTTP_TIMEOUT="4", RATE_LIMIT_MAX_WAIT_SECONDS="1")
     stall = StallFirstSubscribe(seconds=3)
     stack.klaviyo.interceptors.append(stall)

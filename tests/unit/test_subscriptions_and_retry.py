@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 from worker.core.model import Directives, ListDirective
-from worker.core.retry import RetryPolicy, backoff_seconds, should_retry
 from worker.core.subscriptions import (
     REMOVE_FROM_LIST,
     SUBSCRIBE,
@@ -33,23 +32,3 @@ def test_subscribe_false_unsubscribes_and_skips_joins_but_keeps_removals() -> No
 def test_nothing_asked_nothing_done() -> None:
     assert plan_subscriptions(Directives()) == []
 
-
-POLICY = RetryPolicy(max_attempts=5, base_seconds=2, cap_seconds=60, max_total_seconds=100)
-
-
-def test_backoff_grows_exponentially_with_full_jitter_and_a_cap() -> None:
-    assert backoff_seconds(0, POLICY, rand=lambda: 1.0) == 2
-    assert backoff_seconds(3, POLICY, rand=lambda: 1.0) == 16
-    assert backoff_seconds(10, POLICY, rand=lambda: 1.0) == 60
-    assert backoff_seconds(3, POLICY, rand=lambda: 0.0) == 0
-
-
-def test_retry_after_is_a_floor_but_never_beyond_the_cap() -> None:
-    assert backoff_seconds(0, POLICY, retry_after=7, rand=lambda: 0.0) == 7
-    assert backoff_seconds(0, POLICY, retry_after=500, rand=lambda: 0.5) == 60
-
-
-def test_give_up_on_attempts_or_total_time() -> None:
-    assert should_retry(4, 10, POLICY)
-    assert not should_retry(5, 10, POLICY)
-    assert not should_retry(1, 100, POLICY)

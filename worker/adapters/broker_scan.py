@@ -1,9 +1,9 @@
 """Which task ids Celery's Redis transport still holds: queued, or delivered and unacknowledged.
 
-Kombu's Redis layout (kombu/transport/redis.py): each queue is a list (one more per message
-priority, ``{queue}\\x06\\x16{priority}``), and every message a worker has received and not yet
-acknowledged is in the ``unacked`` hash until its task finished (``acks_late``) or it is
-restored to its queue after the visibility timeout. A task id in neither is not going to run.
+Kombu's Redis layout is worker/adapters/broker.py's: every message a worker has received and
+not yet acknowledged is in the ``unacked`` hash until its task finished (``acks_late``) or it
+is restored to its queue after the visibility timeout. A task id in neither a queue nor
+``unacked`` (nor the scheduled-retry set, which the sweep checks too) is not going to run.
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ from typing import cast
 
 import redis
 
-PRIORITY_SEPARATOR = "\x06\x16"
-PRIORITY_STEPS = (3, 6, 9)  # priority 0 is the queue's own list
-UNACKED_KEY = "unacked"
+from worker.adapters.broker import UNACKED_KEY, queue_keys
+
+__all__ = ["UNACKED_KEY", "BrokerScan"]
+
 CHUNK = 2000
 
 # The task id is the first "id" key of a message: its headers come before anything that
@@ -50,7 +51,7 @@ class BrokerScan:
         """
         held = self.unacked_ids()
         for queue in queues:
-            for key in [queue, *(f"{queue}{PRIORITY_SEPARATOR}{p}" for p in PRIORITY_STEPS)]:
+            for key in queue_keys(queue):
                 held.update(self._queued_ids(key))
         held.update(self.unacked_ids())
         return held

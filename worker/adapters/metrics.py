@@ -112,7 +112,7 @@ def _text(value: Any) -> str:
 
 
 class SlotLimiter(Protocol):
-    def acquire(self, tier: str) -> float: ...
+    def acquire(self, tier: str, max_wait: float | None = None) -> float: ...
 
     def penalize(self, tier: str, seconds: float) -> None: ...
 
@@ -124,9 +124,9 @@ class CountingLimiter:
         self._inner = inner
         self._metrics = metrics
 
-    def acquire(self, tier: str) -> float:
+    def acquire(self, tier: str, max_wait: float | None = None) -> float:
         try:
-            return self._inner.acquire(tier)
+            return self._inner.acquire(tier, max_wait)
         except ThrottledError:
             self._metrics.incr("throttled_total", {"source": "limiter"})
             raise

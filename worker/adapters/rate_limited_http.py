@@ -14,8 +14,9 @@ from typing import Any, Protocol
 import requests
 
 from worker.adapters.http import HttpAdapter
+from worker.adapters.step_deadline import time_left
 from worker.core.classify import Classification
-from worker.core.errors import ThrottledError
+from worker.core.errors import RateLimited, ThrottledError
 from worker.core.rate_limits import tier_for
 
 # When a 429 names no Retry-After, Klaviyo's usual "Expected available in 1 second".
@@ -23,7 +24,7 @@ DEFAULT_PENALTY_SECONDS = 1.0
 
 
 class SlotLimiter(Protocol):
-    def acquire(self, tier: str) -> float: ...
+    def acquire(self, tier: str, max_wait: float | None = None) -> float: ...
 
     def penalize(self, tier: str, seconds: float) -> None: ...
 
@@ -51,10 +52,20 @@ class RateLimitedHttp(HttpAdapter):
         params: dict[str, Any] | None = None,
         json_body: Any = None,
     ) -> tuple[requests.Response, Classification]:
-        """Wait for a slot of the operation's tier (ThrottledError if the wait would be too
-        long), then send through the wrapped adapter; a 429 penalizes the tier fleet-wide."""
+        """Wait for a slot of the operation's tier (RateLimited if the wait would be too
+        long, or would leave the running step no time for the call), then send through the
+        wrapped adapter; a 429 penalizes the tier fleet-wide."""
         tier = self._tier_of(operation)
-        self._limiter.acquire(tier)
+        left = time_left()
+        if left is None:
+            self._limiter.acquire(tier)
+        else:
+            # Inside a step: wait only as long as leaves time for the call itself.
+            budget = left - self.timeout
+            if budget <= 0:
+                raise RateLimited("no time left in this step for another Klaviyo call",
+                                  retry_after=1.0)
+            self._limiter.acquire(tier, max_wait=budget)
         try:
             return self._inner.send(operation, method, url, headers=headers, params=params,
                                     json_body=json_body)

@@ -135,18 +135,20 @@ class RedisRateLimiter:
         )
         return int(waited_us) / MICROS
 
-    def acquire(self, tier: str) -> float:
+    def acquire(self, tier: str, max_wait: float | None = None) -> float:
         """Block until a slot of ``tier`` is taken; return the seconds spent waiting.
 
         Raises RateLimited (``retry_after`` = the wait still needed) instead of waiting
-        past ``max_wait_seconds``, so a task retries later rather than holding a worker.
+        past ``max_wait_seconds`` (or ``max_wait``, when shorter: the time the running step
+        has left), so a task retries later rather than holding a worker.
         """
+        limit = self._max_wait if max_wait is None else min(self._max_wait, max_wait)
         waited = 0.0
         while True:
             wait = self.try_acquire(tier)
             if wait == 0.0:
                 return waited
-            if waited + wait > self._max_wait:
+            if waited + wait > limit:
                 raise RateLimited(
                     f"rate limiter: tier {tier} has no free slot for {wait:.2f}s",
                     retry_after=wait,
