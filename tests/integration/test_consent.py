@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from producers.demo import consent_state
 from producers.local_stack import LocalStack
 from producers.manual_sync import enqueue_customer
 from sandbox.samples import DOUBLE_OPT_IN_LIST, SEED_LIST, customer
@@ -92,8 +93,10 @@ def test_double_opt_in_seed_list_still_gives_consent(
     assert_within_contract(stack)
 
     someone = next(iter(profiles.values()))
+    assert consent_state(stack.klaviyo, someone) == "email SUBSCRIBED (list pending)"  # demo
     assert stack.klaviyo.confirm_opt_in(someone) == 1
     assert someone in stack.klaviyo.list_members(SEED_LIST)
+    assert consent_state(stack.klaviyo, someone) == "email SUBSCRIBED"
 
 
 def test_single_opt_in_seed_list_carries_the_consent_in_one_job(
@@ -127,6 +130,8 @@ def test_double_opt_in_account_leaves_consent_pending_until_the_person_confirms(
                 if e["profile_id"] == profile_id}
         assert sent == {list_id, None}  # the list's confirmation and the account's
     someone = next(iter(profiles.values()))
+    assert consent_state(stack.klaviyo, someone) == (
+        "email NEVER_SUBSCRIBED (consent and list pending)")
     stack.klaviyo.confirm_opt_in(someone)
     assert stack.klaviyo.email_consent(someone) == "SUBSCRIBED"
     assert someone in stack.klaviyo.list_members(SEED_LIST)
