@@ -138,10 +138,19 @@ class Backfill:
             return None
         cid = str(record.get("id")) if record.get("id") not in (None, "") else None
         preparation = prepare_customer(record, links.get(cid) if cid else None,
-                                       self.c.mapping, self.c.settings.default_phone_region)
+                                       self.c.mapping, self.c.settings.default_phone_region,
+                                       self._subscribes_at_once)
         for rejection in preparation.rejections:
             self._dead_letter(rejection)
         return preparation.prepared
+
+    def _subscribes_at_once(self, list_name: str) -> bool:
+        """A single opt-in list gives consent at once (names are cached for the fleet). A
+        dry run asks nothing; an unknown list is dead-lettered when its batch is sent."""
+        if self._dry_run:
+            return False
+        ref = self._with_retries(lambda: self.c.lists.lookup(list_name))
+        return ref is not None and ref.subscribes_at_once
 
     def _dead_letter(self, rejection: Rejection) -> None:
         if rejection.customer_id is None:

@@ -8,7 +8,8 @@ import uuid
 
 from producers.embedded_redis import start_redis
 from producers.local_stack import LocalStack
-from sandbox.samples import SampleCase, sample_cases
+from sandbox.klaviyo_sandbox import KlaviyoSandbox
+from sandbox.samples import SEED_LIST, SampleCase, sample_cases
 
 
 def _expected(case: SampleCase) -> list[tuple[str, str | None]]:
@@ -27,7 +28,11 @@ def _show(outcome: dict | None) -> str:
 def run_demo(workers: int = 2) -> int:
     print("starting embedded Redis, the Klaviyo and iPaaS.com sandboxes, a worker and the "
           "receiver ...")
-    with start_redis() as server, LocalStack(server.url) as stack:
+    # The seed's Klaviyo account: single opt-in by default, "Sms Subscribers" double opt-in.
+    with start_redis() as server, LocalStack(server.url,
+                                             seed_list_opt_in="double_opt_in") as stack:
+        print(f"Klaviyo sandbox: account default {stack.klaviyo.account_opt_in_process}, "
+              f"list {SEED_LIST!r} double_opt_in")
         stack.apply_env()
         cases = sample_cases()
         stack.seed(cases)
@@ -49,7 +54,8 @@ def run_demo(workers: int = 2) -> int:
             all_as_expected &= ok
             profile = steps["profile"]
             where = profile.get("reason") or profile.get("profile_id") or ""
-            rows.append((case.customer_id, case.case, *(have for _, have in got), where,
+            rows.append((case.customer_id, case.case, *(have for _, have in got),
+                         consent_state(stack.klaviyo, profile.get("profile_id")), where,
                          "yes" if ok else "NO"))
         elapsed = time.monotonic() - started
         _print_table(rows)
@@ -60,8 +66,22 @@ def run_demo(workers: int = 2) -> int:
         return 0 if all_as_expected else 1
 
 
+def consent_state(klaviyo: KlaviyoSandbox, profile_id: str | None) -> str:
+    """The profile's marketing consent as Klaviyo (the sandbox) holds it: email, or SMS for
+    a profile without an email, and what still waits for the person to confirm."""
+    profile = klaviyo.profile(profile_id) if profile_id else None
+    if profile is None:
+        return "-"
+    channel = "email" if profile["attributes"].get("email") else "sms"
+    state = f"{channel} {profile['subscriptions'][channel]['marketing']['consent']}"
+    pending = klaviyo.pending_opt_ins(str(profile_id))
+    waiting = [what for what, asked in (("consent", None in pending),
+                                        ("list", bool(pending - {None}))) if asked]
+    return f"{state} ({' and '.join(waiting)} pending)" if waiting else state
+
+
 def _print_table(rows: list[tuple[str, ...]]) -> None:
-    header = ("customer", "seed case", "profile", "address", "lists",
+    header = ("customer", "seed case", "profile", "address", "lists", "consent (Klaviyo)",
               "Klaviyo profile id or reason", "as expected")
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     line = "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))

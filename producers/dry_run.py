@@ -19,6 +19,7 @@ from worker.adapters.klaviyo import KlaviyoClient
 from worker.bootstrap import Container
 from worker.core.classify import Classification, Verdict
 from worker.core.errors import FinalError
+from worker.core.model import ListRef
 from worker.core.subscription_step import sync_subscriptions
 from worker.core.sync_service import Ports, sync_address, sync_profile
 
@@ -102,11 +103,15 @@ class _UncachedLists:
     def __init__(self, klaviyo: KlaviyoClient, create_missing: bool) -> None:
         self._klaviyo, self._create_missing = klaviyo, create_missing
 
-    def list_id(self, name: str) -> str | None:
+    def lookup(self, name: str) -> ListRef | None:
         found = self._klaviyo.find_lists(name)
         if found:
-            return found[0].id
-        return self._klaviyo.create_list(name).id if self._create_missing else None
+            return ListRef(found[0].id, found[0].opt_in_process)
+        if not self._create_missing:
+            return None
+        # Recorded, not sent: the answer names no opt-in process, so it counts as double.
+        created = self._klaviyo.create_list(name)
+        return ListRef(created.id, created.opt_in_process)
 
 
 def dry_run(customer_id: str, c: Container) -> dict[str, Any]:

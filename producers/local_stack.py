@@ -38,6 +38,9 @@ class LocalStack:
         default_factory=lambda: IpaasSandbox(token=IPAAS_TOKEN, system_id=SYSTEM_ID)
     )
     extra_env: dict[str, str] = field(default_factory=dict)
+    # The seed list's opt-in process in the Klaviyo sandbox (the account default stays
+    # single opt-in): the demo shows the seed's own account, where it is double opt-in.
+    seed_list_opt_in: str = "single_opt_in"
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
     log_path: str | None = None  # where the last started worker writes its log
     receiver_port: int | None = None
@@ -46,7 +49,7 @@ class LocalStack:
     def start_sandboxes(self) -> LocalStack:
         self.klaviyo.start()
         self.ipaas.start()
-        self.klaviyo.add_list(SEED_LIST, "single_opt_in")
+        self.klaviyo.add_list(SEED_LIST, self.seed_list_opt_in)
         self.klaviyo.add_list(DOUBLE_OPT_IN_LIST, "double_opt_in")
         return self
 

@@ -135,6 +135,31 @@ class KlaviyoSandbox:
     def consent_emails(self) -> list[dict[str, str | None]]:
         return self._state.consent_emails
 
+    @property
+    def account_opt_in_process(self) -> str:
+        """The account's default opt-in ("single_opt_in" unless set; ``reset`` restores it):
+        what a subscribe job without a list follows."""
+        return self._state.account_opt_in_process
+
+    @account_opt_in_process.setter
+    def account_opt_in_process(self, value: str) -> None:
+        if value not in ("single_opt_in", "double_opt_in"):
+            raise ValueError("opt-in process must be single_opt_in or double_opt_in")
+        with self._state.lock:
+            self._state.account_opt_in_process = value
+
+    def pending_opt_ins(self, profile_id: str) -> set[str | None]:
+        """What the profile's unconfirmed double opt-in emails ask for: list ids, and None
+        for email consent asked without a list."""
+        with self._state.lock:
+            return set(self._state.pending_opt_ins.get(profile_id, set()))
+
+    def confirm_opt_in(self, profile_id: str) -> int:
+        """The person clicks the confirmation email: email consent SUBSCRIBED and the lists
+        that waited for it joined. Returns how many pending requests it settled."""
+        with self._state.lock:
+            return self._state.confirm_opt_in(profile_id)
+
     def add_list(self, name: str, opt_in_process: str = "single_opt_in") -> str:
         with self._state.lock:
             return str(self._state.create_list(name, opt_in_process)["id"])

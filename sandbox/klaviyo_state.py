@@ -72,7 +72,6 @@ class KlaviyoState:
     def __init__(self, seed: int | None = None) -> None:
         self.lock = threading.RLock()
         self._rng = random.Random(seed)
-        self.account_opt_in_process = "single_opt_in"
         self.identity_index = IdentityIndex()
         self.clear()
 
@@ -81,7 +80,12 @@ class KlaviyoState:
             self.profiles: dict[str, dict[str, Any]] = {}  # insertion order = creation order
             self.lists: dict[str, dict[str, Any]] = {}
             self.members: dict[str, set[str]] = {}
+            # The account's default opt-in: it applies to a subscribe job without a list.
+            self.account_opt_in_process = "single_opt_in"
             self.consent_emails: list[dict[str, str | None]] = []
+            # profile id -> what its unconfirmed double opt-in emails asked for: list ids,
+            # None for email consent asked without a list.
+            self.pending_opt_ins: dict[str, set[str | None]] = {}
             self.call_counts: Counter[str] = Counter()
             self.bulk_import_jobs: dict[str, Any] = {}  # id -> klaviyo_import_jobs.ImportJob
             self.identity_index.clear()
@@ -145,6 +149,30 @@ class KlaviyoState:
             self._update_suppressions(record, consent, stamp)
         receive_flag = next(k for k in record if k.startswith("can_receive"))
         record[receive_flag] = consent == "SUBSCRIBED" and not record.get("suppression")
+
+    def request_confirmation(self, profile: dict[str, Any], list_id: str | None) -> None:
+        """A double opt-in subscribe: "send" the confirmation email and leave email consent
+        (and the list's membership) as they are until the person confirms. Without a list,
+        a profile whose email consent is already SUBSCRIBED has nothing to confirm."""
+        consent = profile["subscriptions"]["email"]["marketing"]["consent"]
+        if list_id is None and consent == "SUBSCRIBED":
+            return
+        self.consent_emails.append({"profile_id": profile["id"], "list_id": list_id})
+        self.pending_opt_ins.setdefault(profile["id"], set()).add(list_id)
+
+    def confirm_opt_in(self, profile_id: str) -> int:
+        """The person clicks the confirmation link: email consent becomes SUBSCRIBED and every
+        list that was waiting for it gains the profile. Returns how many requests it settled."""
+        pending = self.pending_opt_ins.pop(profile_id, set())
+        if not pending:
+            return 0
+        profile = self.profiles[profile_id]
+        self.record_consent(profile, "email", "marketing", "SUBSCRIBED", method="DOUBLE_OPT_IN")
+        profile["subscriptions"]["email"]["marketing"]["double_optin"] = True
+        for list_id in pending:
+            if list_id is not None and list_id in self.members:
+                self.members[list_id].add(profile_id)
+        return len(pending)
 
     @staticmethod
     def _update_suppressions(record: dict[str, Any], consent: str, stamp: str) -> None:

@@ -2,8 +2,9 @@
 
 Both validate the whole request before changing anything (one bad profile rejects the batch)
 and answer 202 with no body, as the real asynchronous jobs do. Double opt-in is modelled: a
-subscribe to a double opt-in list "sends" a confirmation email and leaves consent and list
-membership unchanged until the profile confirms (which the sandbox never does on its own).
+subscribe to a double opt-in list — or without a list on an account whose default opt-in is
+double — "sends" a confirmation email and leaves email consent and list membership unchanged
+until the person confirms (``KlaviyoSandbox.confirm_opt_in``; never on its own).
 
 Handlers run with the state lock held (see KlaviyoSandbox._operation).
 """
@@ -67,9 +68,8 @@ class SubscriptionEndpoints:
                 if (channel, kind) not in MODELLED:
                     continue
                 if channel == "email" and double_opt_in:
-                    self.state.consent_emails.append({
-                        "profile_id": profile["id"],
-                        "list_id": list_record["id"] if list_record else None})
+                    self.state.request_confirmation(
+                        profile, list_record["id"] if list_record else None)
                     continue
                 self.state.record_consent(profile, channel, kind, "SUBSCRIBED", method="API",
                                           custom_method_detail=source, timestamp=consented_at)

@@ -85,6 +85,7 @@ def test_file_backfill_with_invalid_customers(stack: LocalStack, tmp_path: Path)
     profile = stack.klaviyo.find_profiles(external_id="5001")[0]
     assert profile["attributes"]["location"]["zip"] == "10017"
     assert profile["id"] in stack.klaviyo.list_members("Sms Subscribers")
+    assert profile["attributes"]["properties"]["Claustrophobic List"] is True
     assert "line 124: not a JSON object" in output
     assert "rejected 4" in report.summary
 

@@ -64,6 +64,8 @@ def test_valid_customer_lands_with_e164_phone_and_billing_address(
     assert attributes["location"]["zip"] == "10017"
     assert attributes["location"]["country"] == "United States"
     assert attributes["properties"]["My Custom"] == "Example values"
+    # The default mapping's static true arrives as a JSON boolean, not the text "true".
+    assert attributes["properties"]["Claustrophobic List"] is True
     profile_id = first_run["1001"]["profile"]["profile_id"]
     assert stack.klaviyo.email_consent(profile_id) == "SUBSCRIBED"
     assert profile_id in stack.klaviyo.list_members(SEED_LIST)
@@ -190,6 +192,8 @@ def test_dry_run_prints_payloads_and_writes_nothing(stack: LocalStack, first_run
     imports = [w for w in report["writes"] if w["operation"] == "create_or_update_profile"]
     assert imports[0]["body"]["data"]["attributes"]["phone_number"] == "+12015550177"
     assert "location" in imports[0]["body"]["data"]["attributes"]  # one call, address included
+    assert imports[0]["body"]["data"]["attributes"]["properties"]["Claustrophobic List"] is True
+    assert '"Claustrophobic List": true' in done.stdout
     assert not [w for w in report["writes"] if w["operation"] == "update_profile"]
     assert len([r for r in stack.klaviyo.server.requests if r.method != "GET"]) == writes_before
     assert LinkStore(stack.redis()).get("2001") is None

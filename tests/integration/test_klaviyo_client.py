@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis
 import requests
 
 from sandbox.httpserver import Request, Response
@@ -18,6 +19,7 @@ from sandbox.klaviyo_sandbox import KlaviyoSandbox
 from tests.contract.openapi_contract import violations
 from worker.adapters.http import HttpAdapter
 from worker.adapters.klaviyo import KlaviyoClient, KlaviyoList, SubscriptionTarget
+from worker.adapters.list_directory import CachedListDirectory
 from worker.core import reasons
 from worker.core.errors import (
     ConfigurationError,
@@ -28,6 +30,7 @@ from worker.core.errors import (
     ThrottledError,
     ValidationFailed,
 )
+from worker.core.model import ListRef
 
 API_KEY = "pk_test_0123456789abcdef"
 REVISION = "2026-07-15"
@@ -248,6 +251,33 @@ def test_create_list(client: KlaviyoClient, sandbox: KlaviyoSandbox) -> None:
     assert isinstance(plain, KlaviyoList)
     assert "opt_in_process" not in sent(sandbox, "POST", "/api/lists")[1].json()["data"][
         "attributes"]
+
+
+def test_list_directory_caches_the_id_with_the_opt_in_process(
+    client: KlaviyoClient, sandbox: KlaviyoSandbox, redis_client: redis.Redis
+) -> None:
+    weekly = sandbox.add_list("Weekly", "double_opt_in")
+    directory = CachedListDirectory(redis_client, client)
+    assert directory.lookup("Weekly") == ListRef(weekly, "double_opt_in")
+    assert directory.lookup("Weekly") == ListRef(weekly, "double_opt_in")
+    assert sandbox.call_counts["get_lists"] == 1  # the second answer came from Redis
+    assert directory.list_id("Weekly") == weekly
+    assert directory.lookup("Missing") is None
+
+    # An entry cached before the opt-in process was (a bare id) is resolved again.
+    redis_client.hset("ipk:lists", "Weekly", weekly)
+    assert directory.lookup("Weekly") == ListRef(weekly, "double_opt_in")
+    assert sandbox.call_counts["get_lists"] == 3
+
+
+def test_list_directory_creates_a_missing_list_with_the_account_default(
+    client: KlaviyoClient, sandbox: KlaviyoSandbox, redis_client: redis.Redis
+) -> None:
+    sandbox.account_opt_in_process = "double_opt_in"
+    directory = CachedListDirectory(redis_client, client, create_missing=True)
+    created = directory.lookup("Fresh")
+    assert created is not None and created.opt_in_process == "double_opt_in"
+    assert not created.subscribes_at_once
 
 
 def test_add_and_remove_members_in_chunks_of_1000(

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from worker.core.errors import DuplicateProfile, NotFoundError, ProfileNotFound
+from worker.core.model import ListRef
 
 
 @dataclass
@@ -117,9 +118,11 @@ class FakeKlaviyo:
 @dataclass
 class FakeLists:
     ids: dict[str, str] = field(default_factory=dict)
+    opt_in: dict[str, str] = field(default_factory=dict)  # name -> opt-in process; else unknown
 
-    def list_id(self, name: str) -> str | None:
-        return self.ids.get(name)
+    def lookup(self, name: str) -> ListRef | None:
+        list_id = self.ids.get(name)
+        return ListRef(list_id, self.opt_in.get(name)) if list_id is not None else None
 
 
 @dataclass

@@ -388,6 +388,46 @@ def test_double_opt_in_waits_but_historical_import_does_not(
     assert len(sandbox.consent_emails) == 1
 
 
+def test_double_opt_in_list_joins_once_the_person_confirms(
+        api: Api, sandbox: KlaviyoSandbox) -> None:
+    list_id = sandbox.add_list("VIP", "double_opt_in")
+    ana = sandbox.add_profile(email="ana@example.com")
+    path = "/api/profile-subscription-bulk-create-jobs"
+    api.call("POST", path, subscribe_body([email_subscription("ana@example.com")], list_id))
+    # Consent given without a list on a single opt-in account does not confirm the list.
+    api.call("POST", path, subscribe_body([email_subscription("ana@example.com")]))
+    assert sandbox.email_consent(ana) == "SUBSCRIBED"
+    assert sandbox.list_members("VIP") == set()
+    assert sandbox.pending_opt_ins(ana) == {list_id}
+    assert sandbox.confirm_opt_in(ana) == 1
+    assert sandbox.list_members("VIP") == {ana}
+    assert sandbox.pending_opt_ins(ana) == set()
+    assert sandbox.confirm_opt_in(ana) == 0  # nothing left to confirm
+
+
+def test_subscribe_without_a_list_follows_the_account_default(
+        api: Api, sandbox: KlaviyoSandbox) -> None:
+    ana = sandbox.add_profile(email="ana@example.com")
+    bob = sandbox.add_profile(email="bob@example.com")
+    path = "/api/profile-subscription-bulk-create-jobs"
+    assert sandbox.account_opt_in_process == "single_opt_in"
+    api.call("POST", path, subscribe_body([email_subscription("ana@example.com")]))
+    assert sandbox.email_consent(ana) == "SUBSCRIBED" and sandbox.consent_emails == []
+    sandbox.account_opt_in_process = "double_opt_in"
+    api.call("POST", path, subscribe_body([email_subscription("ana@example.com"),
+                                           email_subscription("bob@example.com")]))
+    # Ana had consented already: nothing to confirm. Bob waits for his confirmation.
+    assert sandbox.consent_emails == [{"profile_id": bob, "list_id": None}]
+    assert sandbox.email_consent(bob) == "NEVER_SUBSCRIBED"
+    assert sandbox.confirm_opt_in(bob) == 1
+    marketing = sandbox.profile(bob)["subscriptions"]["email"]["marketing"]  # type: ignore[index]
+    assert (marketing["consent"], marketing["double_optin"]) == ("SUBSCRIBED", True)
+    with pytest.raises(ValueError):
+        sandbox.account_opt_in_process = "triple_opt_in"
+    sandbox.reset()
+    assert sandbox.account_opt_in_process == "single_opt_in"
+
+
 def test_subscribe_validation(api: Api, sandbox: KlaviyoSandbox) -> None:
     list_id = sandbox.add_list("Newsletter")
     path = "/api/profile-subscription-bulk-create-jobs"

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from worker.core.directives import parse_directives
 from worker.core.errors import ConfigurationError
 from worker.core.mapping import (
     MappingCollections,
@@ -86,8 +87,9 @@ def test_add_collection_routes_every_seed_row(seed: MappingCollections) -> None:
         "region": "NY",
         "zip": "10017",
     }
-    assert mapped.directives == {"LIST_Sms Subscribers": "true", "SubscribeProfile": "true"}
-    assert mapped.properties == {"My Custom": "Example values", "Claustrophobic List": "true"}
+    assert mapped.directives == {"LIST_Sms Subscribers": True, "SubscribeProfile": True}
+    # The seed's static true is a flag: a JSON boolean, not the text "true".
+    assert mapped.properties == {"My Custom": "Example values", "Claustrophobic List": True}
     assert mapped.has_primary_billing is True
     assert mapped.problems == []
 
@@ -99,7 +101,7 @@ def test_update_collection_is_chosen_for_a_linked_customer(seed: MappingCollecti
     assert mapped.directives == {}  # no consent statics on update
     assert mapped.attributes["email"] == "ada.lovelace@example.com"
     assert mapped.location["zip"] == "10017"
-    assert mapped.properties == {"My Custom": "Example values", "Claustrophobic List": "true"}
+    assert mapped.properties == {"My Custom": "Example values", "Claustrophobic List": True}
 
 
 def test_update_is_add_minus_the_consent_statics(seed: MappingCollections) -> None:
@@ -170,6 +172,24 @@ def test_custom_fields_become_directives_or_properties(seed: MappingCollections)
     assert "Empty" not in mapped.properties
 
 
+def test_custom_field_values_stay_text_even_when_sent_typed(seed: MappingCollections) -> None:
+    customer = seed_customer(
+        custom_fields=[
+            {"custom_field_name": "Visits", "value": 12},
+            {"custom_field_name": "Claustrophobic List", "value": False},
+            {"custom_field_name": "Score", "value": 2.5},
+            {"custom_field_name": "Tier", "value": "gold"},
+            {"custom_field_name": "LIST_Newsletter", "value": True},
+        ]
+    )
+    mapped = map_customer(customer, seed, MappingContext())
+    assert mapped.properties["Visits"] == "12"
+    assert mapped.properties["Claustrophobic List"] == "false"  # overrides the static True
+    assert mapped.properties["Score"] == "2.5"
+    assert mapped.properties["Tier"] == "gold"
+    assert mapped.directives["LIST_Newsletter"] is True  # a directive: parsed as a flag
+
+
 def test_a_customer_value_overrides_a_static(seed: MappingCollections) -> None:
     customer = seed_customer(
         custom_fields=[
@@ -190,7 +210,7 @@ def test_profile_attributes_carry_properties_but_not_location(seed: MappingColle
     assert "location" not in attributes
     assert attributes["properties"] == {
         "My Custom": "Example values",
-        "Claustrophobic List": "true",
+        "Claustrophobic List": True,
     }
     assert attributes["email"] == "ada.lovelace@example.com"
     assert None not in attributes.values()
@@ -242,6 +262,67 @@ def test_aliases_and_merges_share_mappings() -> None:
     mapped = map_customer(seed_customer(), collections, LINKED)
     assert mapped.attributes == {"email": "ada.lovelace@example.com"}
     assert mapped.properties == {"Tier": "2"}
+
+
+def test_static_values_keep_their_yaml_type() -> None:
+    collections = load(
+        """
+        add:
+          - {type: static, value: true, destination: Flag}
+          - {type: static, value: False, destination: Disabled}
+          - {type: static, value: 42, destination: Count}
+          - {type: static, value: -1.5, destination: Ratio}
+          - {type: static, value: "true", destination: Quoted Flag}
+          - {type: static, value: '7', destination: Quoted Number}
+          - {type: static, value: plain text, destination: Text}
+          - {type: static, value: null, destination: Nothing}
+          - {type: static, value: !!str 10, destination: Tagged}
+          - {type: formula, formula: Coalesce, args: [Company, {value: 3}],
+             destination: Organization}
+        update: []
+        """
+    )
+    mapped = map_customer(seed_customer(company=""), collections, MappingContext())
+    assert mapped.properties == {"Flag": True, "Disabled": False, "Count": 42, "Ratio": -1.5,
+                                 "Quoted Flag": "true", "Quoted Number": "7",
+                                 "Text": "plain text", "Tagged": "10"}
+    assert [type(v) for v in mapped.properties.values()] == [
+        bool, bool, int, float, str, str, str, str]
+    assert mapped.attributes["organization"] == 3  # a formula literal keeps its type too
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("yes", "'yes' is read differently by YAML readers"),
+        ("Off", "'Off' is read differently"),
+        ("2026-12-01", "'2026-12-01' is read differently"),
+        ("010", "'010' is read differently"),
+        ("1e3", "'1e3' is read differently"),
+        (".inf", "infinite or NaN"),
+        ("!!binary aGk=", "a bytes value cannot be sent to Klaviyo"),
+    ],
+)
+def test_ambiguous_or_non_json_static_values_are_refused(value: str, problem: str) -> None:
+    message = error_of(f"""
+    add:
+      - {{type: static, value: {value}, destination: A}}
+    update: []
+    """)
+    assert "my-mapping.yaml line 3: value" in message
+    assert problem in message
+
+
+@pytest.mark.parametrize("written", ["true", "True", '"true"', '"TRUE"'])
+def test_directive_statics_work_as_booleans_or_text(written: str) -> None:
+    collections = load(f"""
+    add:
+      - {{type: static, value: {written}, destination: SubscribeProfile}}
+    update: []
+    """)
+    mapped = map_customer(seed_customer(), collections, MappingContext())
+    directives, errors = parse_directives(mapped)
+    assert errors == [] and directives.subscribe_profile is True
 
 
 def test_mapping_file_error_is_a_configuration_error() -> None:

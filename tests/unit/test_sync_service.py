@@ -40,7 +40,7 @@ def make_ports(*records: dict[str, Any], **kw: Any) -> Ports:
         external_ids=kw.get("external_ids", FakeExternalIds()),
         links=kw.get("links", FakeLinks()),
         profiles=kw.get("profiles", FakeKlaviyo()),
-        lists=FakeLists({"Sms Subscribers": "L1", "Newsletter": "L2"}),
+        lists=kw.get("lists", FakeLists({"Sms Subscribers": "L1", "Newsletter": "L2"})),
         subscriptions=FakeSubscriptions(),
     )
 
@@ -134,12 +134,31 @@ def test_address_step_patches_location_or_rejects() -> None:
     assert caught.value.reason == reasons.MISSING_PRIMARY_BILLING_ADDRESS
 
 
-def test_subscriptions_follow_the_add_collection_statics() -> None:
-    ports = make_ports(customer(1, "A", "B", "a@example.com", None))
+def test_default_mapping_with_a_double_opt_in_list_sends_consent_without_a_list() -> None:
+    # The seed's account: "Sms Subscribers" is double opt-in, so joining it gives no consent
+    # until the person confirms; SubscribeProfile gets its own job, without a list.
+    lists = FakeLists({"Sms Subscribers": "L1"}, {"Sms Subscribers": "double_opt_in"})
+    ports = make_ports(customer(1, "A", "B", "a@example.com", None), lists=lists)
+    sync_subscriptions("1", "P1", ADD, ports, MAPPING, default_region="US", now=NOW)
+    calls = ports.subscriptions.calls  # type: ignore[attr-defined]
+    assert [(c[0], c[1], c[2]) for c in calls] == [("subscribe", "L1", False),
+                                                  ("subscribe", None, False)]
+    assert all(c[3][0].email == "a@example.com" and c[3][0].profile_id == "P1" for c in calls)
+
+
+def test_default_mapping_with_a_single_opt_in_list_is_one_job() -> None:
+    lists = FakeLists({"Sms Subscribers": "L1"}, {"Sms Subscribers": "single_opt_in"})
+    ports = make_ports(customer(1, "A", "B", "a@example.com", None), lists=lists)
     sync_subscriptions("1", "P1", ADD, ports, MAPPING, default_region="US", now=NOW)
     calls = ports.subscriptions.calls  # type: ignore[attr-defined]
     assert [(c[0], c[1], c[2]) for c in calls] == [("subscribe", "L1", False)]
-    assert calls[0][3][0].email == "a@example.com" and calls[0][3][0].profile_id == "P1"
+
+
+def test_a_list_whose_opt_in_is_unknown_does_not_stand_in_for_consent() -> None:
+    ports = make_ports(customer(1, "A", "B", "a@example.com", None))  # no opt-in reported
+    sync_subscriptions("1", "P1", ADD, ports, MAPPING, default_region="US", now=NOW)
+    calls = ports.subscriptions.calls  # type: ignore[attr-defined]
+    assert [(c[0], c[1]) for c in calls] == [("subscribe", "L1"), ("subscribe", None)]
 
 
 def test_update_collection_sends_no_consent_calls() -> None:

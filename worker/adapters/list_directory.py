@@ -1,14 +1,21 @@
-"""List name → Klaviyo list id, resolved once and cached in Redis for the whole fleet.
+"""List name → Klaviyo list (id and opt-in process), resolved once and cached in Redis for
+the whole fleet.
 
 Klaviyo's list search is paged at 10 and creating lists is limited to 150 a day, so names
-are never resolved per customer; the cache expires so a renamed or deleted list is noticed.
+are never resolved per customer; the cache expires so a renamed or deleted list, or a
+changed opt-in process, is noticed. The opt-in process is cached with the id because it
+decides whether a list subscription gives consent at once (single opt-in) or only after the
+person confirms (double opt-in).
 """
 
 from __future__ import annotations
 
+import json
 from typing import Protocol
 
 import redis
+
+from worker.core.model import ListRef
 
 
 class _ListApi(Protocol):
@@ -33,22 +40,46 @@ class CachedListDirectory:
         self._key = f"{prefix}:lists"
         self._ttl = ttl_seconds
 
-    def list_id(self, name: str) -> str | None:
-        cached = self._redis.hget(self._key, name)
-        if cached:
-            return str(cached)
+    def lookup(self, name: str) -> ListRef | None:
+        cached = _decode(self._redis.hget(self._key, name))
+        if cached is not None:
+            return cached
         matches = self._klaviyo.find_lists(name)
         if matches:
-            list_id = matches[0].id
+            found = matches[0]
         elif self._create_missing:
-            list_id = self._klaviyo.create_list(name).id
+            # No opt-in process given: the account's default applies, and the answer says it.
+            found = self._klaviyo.create_list(name)
         else:
             return None
+        ref = ListRef(str(found.id), found.opt_in_process)
         pipe = self._redis.pipeline()
-        pipe.hset(self._key, name, list_id)
+        pipe.hset(self._key, name, json.dumps({"id": ref.id,
+                                               "opt_in_process": ref.opt_in_process}))
         pipe.expire(self._key, self._ttl)
         pipe.execute()
-        return str(list_id)
+        return ref
+
+    def list_id(self, name: str) -> str | None:
+        ref = self.lookup(name)
+        return ref.id if ref is not None else None
 
     def forget(self) -> None:
         self._redis.delete(self._key)
+
+
+def _decode(raw: object) -> ListRef | None:
+    """The cached entry; None when absent or written before the opt-in process was cached
+    (a bare id), so it is resolved again."""
+    if isinstance(raw, bytes):
+        raw = raw.decode()
+    if not isinstance(raw, str) or not raw.startswith("{"):
+        return None
+    try:
+        entry = json.loads(raw)
+    except ValueError:
+        return None
+    list_id, opt_in = entry.get("id"), entry.get("opt_in_process")
+    if not isinstance(list_id, str) or not list_id:
+        return None
+    return ListRef(list_id, opt_in if isinstance(opt_in, str) else None)

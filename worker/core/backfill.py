@@ -8,7 +8,7 @@ differs (bulk import jobs instead of one profile-import call per customer).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,7 +57,10 @@ def prepare_customer(
     linked_profile_id: str | None,
     mapping: MappingCollections,
     default_region: str,
+    subscribes_at_once: Callable[[str], bool] = lambda name: False,
 ) -> Preparation:
+    """``subscribes_at_once(list name)``: whether joining that list makes the profile
+    SUBSCRIBED at once (single opt-in), so SubscribeProfile needs no consent job of its own."""
     mapped = map_customer(customer, mapping, MappingContext(linked_profile_id, default_region))
     cid = mapped.customer_id
     profile_errors = validate_profile(mapped)
@@ -76,7 +79,7 @@ def prepare_customer(
     if flag_errors:
         rejections.append(_rejection(cid, "lists", flag_errors))
     else:
-        actions = plan_subscriptions(directives)
+        actions = plan_subscriptions(directives, subscribes_at_once)
     return Preparation(PreparedCustomer(cid, attributes, actions, mapped.collection), rejections)
 
 

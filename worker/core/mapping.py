@@ -6,6 +6,7 @@ subscription directives), so later steps never have to re-interpret destination 
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from worker.core.formulas import FormulaEnv, evaluate, is_empty, primary_billing_address
@@ -99,6 +100,16 @@ def _apply_custom_fields(mapped: MappedCustomer, custom_fields: object) -> None:
         if not name or is_empty(value):
             continue
         if is_directive(name):
-            mapped.directives[name] = value
+            mapped.directives[name] = value  # parsed as a flag by the subscription step
         else:
-            mapped.properties[name] = value
+            mapped.properties[name] = _as_text(value)
+
+
+def _as_text(value: object) -> str:
+    """iPaaS.com stores custom field values as text, so they reach Klaviyo as text (unlike
+    typed static values) even when an API answer happens to carry a JSON number or boolean."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool | int | float):
+        return json.dumps(value)
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)

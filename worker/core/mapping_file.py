@@ -3,7 +3,7 @@
 Format (YAML; the bundled ``default_mapping.yaml`` reproduces iPaaS.com's seed mapping)::
 
     add:                      # used while the customer has no Klaviyo profile linked yet
-      - {type: static,  value: "true",        destination: SubscribeProfile}
+      - {type: static,  value: true,          destination: SubscribeProfile}
       - {type: field,   source: EmailAddress, destination: Email}
       - {type: formula, formula: GetKlaviyoFormattedPhoneNumber, args: [CustomerNumber],
          destination: PhoneNumber}
@@ -15,7 +15,9 @@ Format (YAML; the bundled ``default_mapping.yaml`` reproduces iPaaS.com's seed m
 
 Each mapping has a ``destination`` and one of three types:
 
-- ``static``: ``value`` is a constant.
+- ``static``: ``value`` is a constant that keeps its YAML type: ``true``/``false`` arrive
+  in Klaviyo as JSON booleans, numbers as numbers, and a quoted value as text. A plain value
+  YAML readers disagree on (``yes``, ``no``, a date, ``010``) must be quoted or rewritten.
 - ``field``: ``source`` is a customer field by its iPaaS.com PascalCase name (``EmailAddress``,
   ``CustomerNumber``, ``FirstName``, ``LastName``, ``Company``, ``Id``, ...).
 - ``formula``: ``formula`` names a registered formula (see ``worker.core.formulas``) and
@@ -64,6 +66,7 @@ from worker.core.model import (
     UCLIST_PREFIX,
     UPDATE,
 )
+from worker.core.static_values import StaticValueError, typed_value
 
 BUNDLED_SOURCE = "<bundled default>"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
@@ -211,7 +214,7 @@ class _Loader:
         if kind == "static":
             if "value" not in fields:
                 raise self.fail(node, "a static mapping needs a 'value'")
-            expression: Expr = Literal(self.scalar(fields["value"][1], "value"))
+            expression: Expr = Literal(self.static_value(fields["value"][1]))
         elif kind == "field":
             expression = self.field_ref(node, self.text(node, fields, "source"))
         else:
@@ -273,7 +276,7 @@ class _Loader:
             raise self.fail(node, "an argument is a field name, {value: ...} or {formula: ...}")
         fields = self.keyed(node)
         if set(fields) == {"value"}:
-            return Literal(self.scalar(fields["value"][1], "value"))
+            return Literal(self.static_value(fields["value"][1]))
         if "formula" in fields and set(fields) <= {"formula", "args"}:
             return self.call(node, fields)
         raise self.fail(node, "an argument is a field name, {value: ...} or {formula: ...}")
@@ -291,6 +294,15 @@ class _Loader:
         if not isinstance(value, str) or not value.strip():
             raise self.fail(fields[key][1], f"{key!r} must be a non-empty name")
         return value.strip()
+
+    def static_value(self, node: Node) -> Any:
+        """A literal with its YAML type kept (see ``worker.core.static_values``)."""
+        if not isinstance(node, ScalarNode):
+            raise self.fail(node, "value must be a single value")
+        try:
+            return typed_value(node, self.constructor)
+        except StaticValueError as problem:
+            raise self.fail(node, f"value {problem}") from None
 
     def scalar(self, node: Node, what: str) -> Any:
         if not isinstance(node, ScalarNode):

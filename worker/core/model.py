@@ -39,6 +39,7 @@ TYPE_DESTINATION = "Type"
 SUBSCRIBE_DIRECTIVE = "SubscribeProfile"
 LIST_PREFIX = "LIST_"
 UCLIST_PREFIX = "UCLIST_"
+SINGLE_OPT_IN = "single_opt_in"
 
 
 def is_directive(destination: str) -> bool:
@@ -82,6 +83,20 @@ class ListDirective:
     name: str
     consented: bool  # True for UCLIST_ (historical import, no consent email)
     member: bool  # True subscribes, False removes from the list
+
+
+@dataclass(frozen=True)
+class ListRef:
+    """A Klaviyo list as the subscription step needs it: its id and how it opts people in."""
+
+    id: str
+    opt_in_process: str | None = None  # "single_opt_in" | "double_opt_in"; None: not known
+
+    @property
+    def subscribes_at_once(self) -> bool:
+        """A subscription to this list makes the profile SUBSCRIBED without a confirmation.
+        An unknown opt-in process counts as double: consent must not be assumed."""
+        return self.opt_in_process == SINGLE_OPT_IN
 
 
 @dataclass

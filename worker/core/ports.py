@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from worker.core.model import ListRef
+
 
 class CustomerSource(Protocol):
     def get_customer(self, customer_id: str) -> dict[str, Any]: ...
@@ -57,9 +59,10 @@ class ProfileWriter(Protocol):
 
 
 class ListDirectory(Protocol):
-    """List name → Klaviyo list id, cached; None when no such list exists."""
+    """List name → the Klaviyo list (id and opt-in process), cached; None when no such
+    list exists."""
 
-    def list_id(self, name: str) -> str | None: ...
+    def lookup(self, name: str) -> ListRef | None: ...
 
 
 class SubscriptionWriter(Protocol):

@@ -11,7 +11,7 @@ from worker.core import reasons
 from worker.core.directives import parse_directives
 from worker.core.errors import FieldError, FinalError, ValidationFailed
 from worker.core.mapping import MappingCollections
-from worker.core.model import MappedCustomer, SubscriptionTarget
+from worker.core.model import ListRef, MappedCustomer, SubscriptionTarget
 from worker.core.ports import ListDirectory
 from worker.core.subscriptions import (
     REMOVE_FROM_LIST,
@@ -60,10 +60,13 @@ def plan_subscription_step(
     directives, errors = parse_directives(mapped)
     if errors:
         raise ValidationFailed(errors)
-    actions = plan_subscriptions(directives)
+    # Which lists the plan names does not depend on their opt-in process; whether
+    # SubscribeProfile may ride on one of them does, so resolve first, then plan.
+    lists = _resolve_lists(lists_named(plan_subscriptions(directives)), mapped, ports.lists)
+    actions = plan_subscriptions(directives, lambda name: lists[name].subscribes_at_once)
     return SubscriptionPlan(
         actions=actions,
-        list_ids=_resolve_lists(actions, mapped, ports.lists),
+        list_ids={name: ref.id for name, ref in lists.items()},
         email=mapped.attributes.get("email"),
         phone_number=mapped.attributes.get("phone_number"),
         consented_at=(now - _CONSENT_BACKDATE).isoformat(),
@@ -114,19 +117,19 @@ def sync_subscriptions(
 
 
 def _resolve_lists(
-    actions: list[SubscriptionAction], mapped: MappedCustomer, lists: ListDirectory
-) -> dict[str, str]:
-    resolved: dict[str, str] = {}
+    names: list[str], mapped: MappedCustomer, lists: ListDirectory
+) -> dict[str, ListRef]:
+    resolved: dict[str, ListRef] = {}
     unknown: list[FieldError] = []
-    for name in lists_named(actions):
-        list_id = lists.list_id(name)
-        if list_id is None:
+    for name in names:
+        found = lists.lookup(name)
+        if found is None:
             unknown.append(
                 FieldError(_directive_name(name, mapped), reasons.UNKNOWN_LIST,
                            "no Klaviyo list has this name")
             )
         else:
-            resolved[name] = list_id
+            resolved[name] = found
     if unknown:
         raise FinalError("unknown Klaviyo list", reason=reasons.UNKNOWN_LIST, errors=unknown)
     return resolved

@@ -3,6 +3,7 @@ customer's directives ask for (DESIGN.md, "Subscriptions and lists")."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from worker.core.model import Directives
@@ -19,14 +20,19 @@ class SubscriptionAction:
     historical_import: bool = False  # UCLIST_: subscribed at once, no consent email
 
 
-def plan_subscriptions(directives: Directives) -> list[SubscriptionAction]:
+def plan_subscriptions(
+    directives: Directives, subscribes_at_once: Callable[[str], bool] = lambda name: False
+) -> list[SubscriptionAction]:
     """Turn parsed directives into calls, in the order they must run.
 
     - ``SubscribeProfile=false`` unsubscribes (no list: a global email unsubscribe) and
       skips every list subscription, so a person who said no is never re-subscribed.
-    - ``SubscribeProfile=true`` alone gives email consent with one subscribe job; when the
-      customer also joins lists, those list subscriptions carry the consent already, so no
-      extra job is sent (it would send a second confirmation email on double opt-in).
+    - ``SubscribeProfile=true`` gives email marketing consent with a subscribe job without a
+      list, so the account's own opt-in setting applies. It rides on a list subscription only
+      when that subscription makes the profile SUBSCRIBED at once: a ``UCLIST_`` list
+      (historical import) or a list for which ``subscribes_at_once(name)`` says so (single
+      opt-in). A double opt-in list leaves consent pending until the person confirms, so it
+      never stands in for the consent job.
     - ``LIST_x``/``UCLIST_x`` false removes the profile from list x; consent is untouched.
     """
     actions: list[SubscriptionAction] = []
@@ -38,7 +44,8 @@ def plan_subscriptions(directives: Directives) -> list[SubscriptionAction]:
         actions.append(
             SubscriptionAction(SUBSCRIBE, directive.name, historical_import=directive.consented)
         )
-    if directives.subscribe_profile is True and not joins:
+    carried = any(d.consented or subscribes_at_once(d.name) for d in joins)
+    if directives.subscribe_profile is True and not carried:
         actions.append(SubscriptionAction(SUBSCRIBE))
     for directive in directives.lists:
         if not directive.member:
