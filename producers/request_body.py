@@ -13,6 +13,8 @@ read for nothing.
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -21,6 +23,10 @@ from typing import Any
 CLOSE_CONNECTION = "ipaas_klaviyo.close_connection"
 
 _READ_CHUNK = 64 * 1024
+# How long an unread body may take to arrive before the connection is closed instead: a
+# client that announces a body and stalls must not hold a worker thread (gunicorn bounds its
+# own drain the same way, by 5 seconds).
+DRAIN_SECONDS = 5.0
 # Longer than any length the limit can allow, and short enough for int() to be trivial.
 _MAX_LENGTH_DIGITS = 18
 
@@ -36,6 +42,8 @@ class InvalidLength(Exception):
 class RequestBody:
     def __init__(self, environ: Mapping[str, Any], limit: int) -> None:
         self._stream = environ.get("wsgi.input")
+        # gunicorn's connection socket: its timeout bounds the drain (absent elsewhere).
+        self._socket = environ.get("gunicorn.socket")
         self._limit = limit
         self._drain_limit = 2 * limit
         declared = str(environ.get("CONTENT_LENGTH") or "").strip()
@@ -95,12 +103,29 @@ class RequestBody:
         return b"".join(chunks)
 
     def _discard(self, length: int) -> int:
-        return self._pull(length, lambda chunk: None)
+        """Read and drop up to ``length`` bytes within DRAIN_SECONDS; raises TimeoutError
+        (settle then closes the connection) when the client is slower than that."""
+        sock = self._socket if hasattr(self._socket, "settimeout") else None
+        if sock is None:
+            return self._pull(length, lambda chunk: None)
+        prior = sock.gettimeout()
+        deadline = time.monotonic() + DRAIN_SECONDS
+        try:
+            return self._pull(length, lambda chunk: None, deadline, sock)
+        finally:
+            with contextlib.suppress(OSError):  # the client has gone: nothing to restore
+                sock.settimeout(prior)
 
-    def _pull(self, length: int, keep: Callable[[bytes], None]) -> int:
+    def _pull(self, length: int, keep: Callable[[bytes], None], deadline: float | None = None,
+              sock: Any = None) -> int:
         """Read up to ``length`` bytes (fewer at the end of the body) into ``keep``."""
         pulled = 0
         while pulled < length and self._stream is not None:
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError("body drain took too long")
+                sock.settimeout(remaining)
             chunk = self._stream.read(min(length - pulled, _READ_CHUNK))
             if not chunk:
                 break

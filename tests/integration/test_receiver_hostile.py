@@ -191,6 +191,23 @@ def test_a_body_declared_far_past_the_limit_is_answered_at_once_and_closed_clean
     assert json.loads(body) == {"error": f"body larger than {LIMIT} bytes"}
 
 
+def test_a_client_that_stalls_in_an_unread_body_is_answered_and_closed(served: Served) -> None:
+    # Announces a webhook-sized body with a wrong key and sends ten bytes of it. The receiver
+    # waits for the rest at most DRAIN_SECONDS (5 s) rather than holding a thread for as long
+    # as the client likes, then answers and closes.
+    with socket.create_connection(("127.0.0.1", served.port), timeout=60) as sock:
+        sock.sendall(b"POST " + WEBHOOK_PATH.encode() + b" HTTP/1.1\r\nHost: x\r\n"
+                     b"Authorization: Bearer wrong\r\nContent-Length: 500000\r\n\r\n"
+                     b"0123456789")
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 401")
+    assert b"\r\nConnection: close" in head
+    assert json.loads(body) == {"error": "missing or invalid bearer token"}
+
+
 # --- the generated requests -------------------------------------------------------------
 
 
