@@ -5,7 +5,8 @@ An early answer (401, 404, 405, 413) leaves the body unread. Bytes left on the s
 be read as the start of the next request, and gunicorn discards at most 64 KiB of them
 before it drops the connection, after it has already told the client "keep-alive". So the
 receiver settles every body itself: a body of at most twice the limit is read to its end and
-thrown away; a longer one (or one of invalid length) makes the answer carry
+thrown away; a longer one (or one of invalid length, or one that has not arrived within
+DRAIN_SECONDS) makes the answer carry
 ``Connection: close`` and the server close the connection cleanly. Twice: a client that
 overshoots the limit a little keeps its connection, and a client sending far more is not
 read for nothing.
