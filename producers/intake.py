@@ -29,6 +29,9 @@ from worker.adapters.task_ledger import LedgerEntry
 
 CONNECT_TIMEOUT_SECONDS = 0.5
 SOCKET_TIMEOUT_SECONDS = 2.0
+# Records claimed per round trip. A body at the size limit can hold ~30,000 notifications of
+# ~2 KB task messages each: built and sent all at once, that is tens of megabytes in memory.
+SUBMIT_BATCH = 1000
 
 # Kind of record → (Celery task name, keyword that carries the record id).
 TASKS: dict[str, tuple[str, str]] = {
@@ -88,12 +91,17 @@ class Intake:
             ignored, requests = len(requests) - len(wanted), wanted
         if not requests:
             return SubmitResult(ignored=ignored)
-        syncs = [self.messages.build(r) for r in requests]
-        try:
-            pushed = self.pending.claim_and_push(syncs)
-        except redis.RedisError as exc:
-            logger.warning("enqueue failed: %s", type(exc).__name__)
-            raise QueueUnavailable(type(exc).__name__) from None
+        pushed: list[bool] = []
+        for start in range(0, len(requests), SUBMIT_BATCH):
+            batch = requests[start:start + SUBMIT_BATCH]
+            syncs = [self.messages.build(r) for r in batch]
+            try:
+                pushed += self.pending.claim_and_push(syncs)
+            except redis.RedisError as exc:
+                # Batches already sent stay claimed and queued: the redelivery the 503 asks
+                # for coalesces them.
+                logger.warning("enqueue failed: %s", type(exc).__name__)
+                raise QueueUnavailable(type(exc).__name__) from None
         enqueued = [r.record_id for r, done in zip(requests, pushed, strict=True) if done]
         return SubmitResult(enqueued_ids=enqueued, coalesced=len(requests) - len(enqueued),
                             ignored=ignored)

@@ -7,6 +7,10 @@ Redis cannot take it, 503 so iPaaS.com delivers again. ``GET /healthz`` (livenes
 fails because of Redis) and ``GET /readyz`` (Redis answers PING) serve the orchestrator;
 ``GET /metrics`` serves the fleet's Prometheus metrics (``producers.metrics_server``).
 
+Every answer settles the request body first (``producers.request_body``), so an early 401,
+404, 405 or 413 leaves the keep-alive connection usable, or closes it with
+``Connection: close`` when too much of the body is left to read.
+
 Nothing connects at import or construction time: each process (each gunicorn worker, after
 the fork) builds its own Redis pool and Celery producer on its first request.
 """
@@ -24,6 +28,7 @@ from typing import Any
 
 from producers.intake import Intake, QueueUnavailable, build_intake
 from producers.metrics_server import respond
+from producers.request_body import BodyTooLarge, InvalidLength, RequestBody, close_connection
 from producers.webhook_parsing import MalformedBody, parse_body
 from worker.adapters.metrics import Metrics
 from worker.config import Secret, Settings
@@ -31,13 +36,13 @@ from worker.core.errors import ConfigurationError
 
 WEBHOOK_PATH = "/webhooks/ipaas"
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
-_READ_CHUNK = 64 * 1024
 _NO_TOKEN = Secret("")
 
 logger = logging.getLogger("ipaas_klaviyo.receiver")
 
 StartResponse = Callable[..., Any]
 Environ = dict[str, Any]
+_Answer = tuple[str, dict[str, Any], list[tuple[str, str]]]
 
 
 @dataclass(frozen=True)
@@ -107,11 +112,15 @@ class WebhookReceiver:
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "").rstrip("/") or "/"
         method = environ.get("REQUEST_METHOD", "GET")
+        request_body = RequestBody(environ, self.settings.max_body_bytes)
         if path == "/metrics":  # Prometheus text, not JSON
+            self._settle(request_body, environ)
             return respond(environ, start_response, self.intake().redis,
                            self.settings.metrics_token.value)
-        routes = {WEBHOOK_PATH: ("POST", self._webhook), "/healthz": ("GET", self._healthz),
-                  "/readyz": ("GET", self._readyz)}
+        routes: dict[str, tuple[str, Callable[[Environ], _Answer]]] = {
+            WEBHOOK_PATH: ("POST", lambda env: self._webhook(env, request_body)),
+            "/healthz": ("GET", self._healthz), "/readyz": ("GET", self._readyz),
+        }
         try:
             if path not in routes:
                 raise _Reply("404 Not Found", {"error": "not found"})
@@ -128,16 +137,30 @@ class WebhookReceiver:
                     Metrics(self.intake().redis).incr(
                         "webhook_requests_total", {"status": status[:3]}
                     )
+        self._settle(request_body, environ)
         payload = json.dumps(body, separators=(",", ":")).encode()
         start_response(status, [("Content-Type", "application/json"),
                                 ("Content-Length", str(len(payload))), *headers])
         return [payload]
 
+    @staticmethod
+    def _settle(request_body: RequestBody, environ: Environ) -> None:
+        # Before start_response: the server decides the Connection header from it.
+        if not request_body.settle():
+            close_connection(environ)
+
     # --- POST /webhooks/ipaas -------------------------------------------------------------
 
-    def _webhook(self, environ: Environ) -> tuple[str, dict[str, Any], list[tuple[str, str]]]:
+    def _webhook(self, environ: Environ, request_body: RequestBody) -> _Answer:
         self._authorise(environ)
-        raw = self._read_body(environ)
+        limit = self.settings.max_body_bytes
+        try:
+            raw = request_body.read()
+        except InvalidLength:
+            raise _Reply("400 Bad Request", {"error": "invalid Content-Length"}) from None
+        except BodyTooLarge:
+            raise _Reply("413 Content Too Large",
+                         {"error": f"body larger than {limit} bytes"}) from None
         try:
             parsed = parse_body(raw, environ.get("HTTP_X_CORRELATION_ID"))
         except MalformedBody as exc:
@@ -180,26 +203,6 @@ class WebhookReceiver:
             raise _Reply("401 Unauthorized", {"error": "missing or invalid bearer token"},
                          [("WWW-Authenticate", "Bearer")])
 
-    def _read_body(self, environ: Environ) -> bytes:
-        limit = self.settings.max_body_bytes
-        too_large = _Reply("413 Content Too Large", {"error": f"body larger than {limit} bytes"})
-        declared = environ.get("CONTENT_LENGTH", "").strip()
-        stream = environ["wsgi.input"]
-        if declared:
-            if not declared.isdigit():
-                raise _Reply("400 Bad Request", {"error": "invalid Content-Length"})
-            length = int(declared)
-            if length > limit:
-                raise too_large
-            return _read_exactly(stream, length)
-        if environ.get("wsgi.input_terminated"):
-            # A chunked body of unknown length: one byte past the limit proves it too large.
-            data = _read_exactly(stream, limit + 1)
-            if len(data) > limit:
-                raise too_large
-            return data
-        return b""
-
     # --- health ---------------------------------------------------------------------------
 
     def _healthz(self, environ: Environ) -> tuple[str, dict[str, Any], list[tuple[str, str]]]:
@@ -210,18 +213,6 @@ class WebhookReceiver:
         if self.intake().redis_answers():
             return "200 OK", {"status": "ready", "redis": "reachable"}, []
         return "503 Service Unavailable", {"status": "unavailable", "redis": "unreachable"}, []
-
-
-def _read_exactly(stream: Any, length: int) -> bytes:
-    chunks: list[bytes] = []
-    remaining = length
-    while remaining > 0:
-        chunk = stream.read(min(remaining, _READ_CHUNK))
-        if not chunk:
-            break
-        chunks.append(chunk)
-        remaining -= len(chunk)
-    return b"".join(chunks)
 
 
 _LOGGED_IDS = 20
@@ -237,7 +228,9 @@ def _log_outcome(status: str, body: dict[str, Any], environ: Environ,
         if key in body:
             line[key] = body[key]
     if body.get("rejected"):
-        line["rejected"] = [r["index"] for r in body["rejected"]]
+        # The first indices and the count: an envelope may reject thousands.
+        line["rejected"] = [r["index"] for r in body["rejected"][:_LOGGED_IDS]]
+        line["rejected_count"] = len(body["rejected"])
     if enqueued_ids:
         line["enqueued"] = enqueued_ids[:_LOGGED_IDS]
     if "error" in body and not body.get("rejected"):

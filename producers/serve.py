@@ -17,6 +17,7 @@ from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
 
 from producers.receiver import ReceiverSettings, WebhookReceiver
+from producers.request_body import CLOSE_CONNECTION
 from worker.config import Settings
 from worker.core.errors import ConfigurationError
 from worker.logging_setup import install_masking
@@ -61,12 +62,31 @@ class ReceiverApplication(BaseApplication):
 
     def load(self) -> Any:
         # Runs in each worker after the fork: Sentry starts per process.
-        app = WebhookReceiver(self.settings)
+        app: Any = WebhookReceiver(self.settings)
         if init_sentry(Settings.from_env(), "receiver"):
             from sentry_sdk.integrations.wsgi import SentryWsgiMiddleware
 
-            return SentryWsgiMiddleware(app)
-        return app
+            app = SentryWsgiMiddleware(app)
+        return ConnectionControl(app)
+
+
+class ConnectionControl:
+    """Gives the app a way to close the connection after its answer.
+
+    gunicorn drops a ``Connection`` header set by the app and decides keep-alive itself;
+    its response object's ``force_close`` makes it answer ``Connection: close`` and close
+    the connection cleanly. start_response is that object's bound method. Outermost, so it
+    sees gunicorn's own start_response rather than a middleware's wrapper.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        force_close = getattr(getattr(start_response, "__self__", None), "force_close", None)
+        if callable(force_close):
+            environ[CLOSE_CONNECTION] = force_close
+        return self.app(environ, start_response)
 
 
 class MaskingLogger(glogging.Logger):

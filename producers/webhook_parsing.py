@@ -9,12 +9,18 @@ The customer id is ``id`` and, when that is absent or empty, ``external_id``. Ho
 iPaaS.com carry the iPaaS.com record id in ``id``; ``external_id`` is what inbound-style hooks
 and hand-made test calls fill in. Both name the record the worker fetches from iPaaS.com, so
 a wrong id there ends as ``customer_not_found`` in the dead-letter store, never silently.
+
+Any body up to the receiver's limit parses in linear time and memory: nesting is measured
+before ``json.loads`` recurses into it, and numbers too long for an id are never converted
+(Python refuses, or takes quadratic time over, integers of thousands of digits).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
+from itertools import accumulate
 from typing import Any
 
 CUSTOMER = "customer"
@@ -30,8 +36,28 @@ ROUTES: dict[str, str] = {
 }
 
 DEBUG_SUFFIX = "/debug"
-MAX_ID_LENGTH = 128
+# A customer id longer than this is no id of iPaaS.com's or of any system it links.
+MAX_ID_LENGTH = 64
+MAX_ENVELOPE_ID_LENGTH = 128
 MAX_GUID_LENGTH = 128
+# A webhook is three levels deep (envelope, list, notification); the margin is for extra
+# fields. The limit keeps json.loads far from Python's recursion limit.
+MAX_NESTING = 32
+# Digits of a JSON number worth converting: anything longer cannot be an id.
+_MAX_NUMBER_CHARS = MAX_ID_LENGTH + 1
+
+# Control characters (C0, DEL, C1), the Unicode line separators (they split log lines) and
+# surrogates: json.loads joins a valid escaped pair into one character, so any surrogate left
+# is unpaired, and Redis (UTF-8) cannot store it.
+_UNUSABLE_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+# A JSON string, its closing quote optional so that an unterminated one is consumed in one
+# pass instead of being retried from every later quote (which would be quadratic).
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_BRACKET_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+# Trimmed from around an id. Not str.strip()'s whole set: that includes control characters
+# (U+001C-U+001F, U+0085), which must get an id rejected, not silently removed.
+_SURROUNDING_SPACE = " \t\r\n"
 
 _NOTIFICATION_KEYS = {"action", "id", "externalid", "destination", "scope", "type", "trackingguid"}
 
@@ -85,13 +111,48 @@ def route(scope: str) -> str | None:
     return ROUTES.get(normalise_scope(scope))
 
 
+class OversizedNumber:
+    """Stands for a JSON number too long to be an id; it is never converted."""
+
+    def __repr__(self) -> str:
+        return "OversizedNumber()"
+
+
+OVERSIZED_NUMBER = OversizedNumber()
+
+
+def _bounded_int(text: str) -> int | OversizedNumber:
+    return int(text) if len(text) <= _MAX_NUMBER_CHARS else OVERSIZED_NUMBER
+
+
+def _bounded_float(text: str) -> float | OversizedNumber:
+    return float(text) if len(text) <= _MAX_NUMBER_CHARS else OVERSIZED_NUMBER
+
+
+def nesting_depth(text: str) -> int:
+    """How deep brackets nest outside JSON strings; linear time, no recursion.
+
+    Exact for valid JSON. For invalid JSON it is at least the depth json.loads reaches
+    before it stops at the first error, which is all the guard needs.
+    """
+    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
+    return max(accumulate(map(_BRACKET_STEP.__getitem__, brackets), initial=0))
+
+
 def decode_json(raw: bytes) -> Any:
     if not raw.strip():
         raise MalformedBody("empty body: expected a JSON webhook")
     try:
-        return json.loads(raw)
+        text = raw.decode("utf-8-sig")  # strict: encoded surrogates are not UTF-8 either
     except UnicodeDecodeError:
         raise MalformedBody("body is not UTF-8 JSON") from None
+    too_deep = MalformedBody(f"body is nested deeper than {MAX_NESTING} levels")
+    if nesting_depth(text) > MAX_NESTING:
+        raise too_deep
+    try:
+        return json.loads(text, parse_int=_bounded_int, parse_float=_bounded_float)
+    except RecursionError:  # cannot happen under the depth check; never a 500 if it did
+        raise too_deep from None
     except json.JSONDecodeError as exc:
         # Position only: the message must not echo the body.
         raise MalformedBody(
@@ -119,7 +180,7 @@ def parse_payload(payload: Any, correlation_id: str | None = None) -> ParsedWebh
             items = keys["notifications"]
             if not isinstance(items, list):
                 raise MalformedBody("'notifications' must be a list")
-            envelope_id = _text(keys.get("id"), MAX_ID_LENGTH)
+            envelope_id = _text(keys.get("id"), MAX_ENVELOPE_ID_LENGTH)
         elif _NOTIFICATION_KEYS & keys.keys():
             items = [payload]
         else:
@@ -158,31 +219,45 @@ def _sort(parsed: ParsedWebhook, index: int, item: Any, fallback_guid: str | Non
 
 
 def _record_id(keys: dict[str, Any]) -> tuple[str | None, str]:
+    """The customer id (``id``, else ``external_id``), or None and why there is none."""
     problem = "missing id"
     for name in ("id", "externalid"):
         value = keys.get(name)
         if value is None:
             continue
-        text = _id_text(value)
-        if text is None:
-            problem = "invalid id: must be a string or a number"
-        elif len(text) > MAX_ID_LENGTH:
-            problem = f"invalid id: longer than {MAX_ID_LENGTH} characters"
-        elif text:
+        text, problem_here = customer_id(value)
+        if text is not None:
             return text, ""
+        problem = problem_here or problem
     return None, problem
 
 
-def _id_text(value: Any) -> str | None:
-    if isinstance(value, bool):
-        return None
+def customer_id(value: Any) -> tuple[str | None, str]:
+    """A notification's id as a customer id, or None and the reason (empty: no id at all).
+
+    A string (spaces, tabs and line breaks around it trimmed) or an integer-valued number;
+    at most MAX_ID_LENGTH characters, none of them a control or unpaired surrogate.
+    """
+    too_long = f"invalid id: longer than {MAX_ID_LENGTH} characters"
+    if isinstance(value, OversizedNumber):
+        return None, too_long
+    if isinstance(value, float) and value.is_integer():  # inf and nan are not
+        value = int(value)  # a float has at most 309 digits: cheap to convert
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        return None, "invalid id: must be a string or a number"
     if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return str(int(value)) if value.is_integer() else None
-    if isinstance(value, str):
-        return value.strip()
-    return None
+        # Compared before str(): converting a huge integer is what must not happen.
+        if abs(value) >= 10**MAX_ID_LENGTH:
+            return None, too_long
+        value = str(value)
+    text = value.strip(_SURROUNDING_SPACE)
+    if not text:
+        return None, ""
+    if len(text) > MAX_ID_LENGTH:
+        return None, too_long
+    if _UNUSABLE_CHARACTERS.search(text):
+        return None, "invalid id: contains control or unpaired surrogate characters"
+    return text, ""
 
 
 def _guid(value: Any) -> str | None:
@@ -190,12 +265,19 @@ def _guid(value: Any) -> str | None:
 
 
 def _text(value: Any, limit: int) -> str | None:
-    if isinstance(value, int | float) and not isinstance(value, bool):
+    """A short label (tracking guid, envelope id), or None when it cannot be one."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if abs(value) >= 10**limit:
+            return None
+        value = str(value)
+    elif isinstance(value, float):
         value = str(value)
     if not isinstance(value, str):
         return None
-    value = value.strip()
-    return value[:limit] or None
+    value = value.strip(_SURROUNDING_SPACE)[:limit]
+    if _UNUSABLE_CHARACTERS.search(value):
+        return None
+    return value or None
 
 
 def _normalised(obj: dict[Any, Any]) -> dict[str, Any]:
