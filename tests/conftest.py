@@ -9,3 +9,13 @@ import os
 os.environ["REDIS_URL"] = "redis://127.0.0.1:1/0"
 
 pytest_plugins = ["tests.redis_fixtures"]
+
+
+def pytest_collection_modifyitems(items: list) -> None:  # type: ignore[type-arg]
+    """Every test under tests/integration starts processes (Redis, workers, sandboxes): mark
+    it ``integration`` so ``make test-fast`` (``-m "not integration"``) leaves it out."""
+    import pytest  # pytest is only here when pytest runs this hook
+
+    for item in items:
+        if "integration" in item.path.parts:
+            item.add_marker(pytest.mark.integration)

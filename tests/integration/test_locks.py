@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import redis
 
@@ -21,16 +19,18 @@ def test_one_holder_at_a_time(redis_client: redis.Redis) -> None:
 
 
 def test_renew_pushes_the_expiry_and_fails_once_lost(redis_client: redis.Redis) -> None:
-    lock = RedisLock(redis_client, "job", 0.3)
+    # Time passing is played by Redis itself (PEXPIRE, DEL), not by sleeps: no margin a busy
+    # machine could break.
+    lock = RedisLock(redis_client, "job", 30)
     assert lock.acquire()
-    time.sleep(0.2)
+    redis_client.pexpire("ipk:lock:job", 100)  # most of the TTL has gone by
     lock.renew()
-    time.sleep(0.2)
-    assert redis_client.exists("ipk:lock:job")  # 0.4 s after acquire, renewed at 0.2 s
-    time.sleep(0.3)
+    assert redis_client.pttl("ipk:lock:job") > 20_000  # a full TTL ahead again
+    redis_client.delete("ipk:lock:job")  # the lock expired
     other = RedisLock(redis_client, "job", 30)
-    assert other.acquire()  # expired: taken by another process
+    assert other.acquire()  # taken by another process
     with pytest.raises(LockLost):
         lock.renew()
+    assert not lock.held
     lock.release()
     assert redis_client.get("ipk:lock:job") is not None  # the new holder's lock survives

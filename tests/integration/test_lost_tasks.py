@@ -9,7 +9,6 @@ left alone.
 
 from __future__ import annotations
 
-import json
 import signal
 import time
 from pathlib import Path
@@ -20,8 +19,8 @@ import redis
 from producers.manual_sync import enqueue_customer
 from sandbox.samples import customer
 from tests.integration.conftest import StackFactory
+from tests.support import steps_of, wait_until
 from worker.adapters.broker_scan import UNACKED_KEY, BrokerScan
-from worker.adapters.history import HistoryStore
 from worker.adapters.metrics import Metrics
 from worker.adapters.scheduled import ScheduledSteps
 from worker.adapters.task_ledger import LedgerEntry, TaskLedger
@@ -30,14 +29,6 @@ from worker.lost_tasks import sweep_lost_tasks
 SYNC = "ipaas_klaviyo.sync_customer"
 
 
-def steps_of(client: redis.Redis, customer_id: str) -> dict[str, str]:
-    """The latest final outcome per step in a customer's history."""
-    steps: dict[str, str] = {}
-    for raw in reversed(client.lrange(HistoryStore(client).key(customer_id), 0, -1)):
-        entry = json.loads(raw)
-        if entry["outcome"] != "retrying":
-            steps[entry["step"]] = entry["outcome"]
-    return steps
 
 
 def resent_count(client: redis.Redis) -> int:
@@ -45,11 +36,6 @@ def resent_count(client: redis.Redis) -> int:
     return sum(values.values())
 
 
-def wait_until(condition: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 # -- the sweep on its own: real Celery messages in a real Redis, no worker ----------------

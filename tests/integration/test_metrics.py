@@ -28,6 +28,7 @@ from producers.metrics_server import exposition
 from producers.receiver import ReceiverSettings, WebhookReceiver
 from sandbox.httpserver import Response, SandboxServer
 from sandbox.samples import sample_cases
+from tests.support import free_port
 from worker.adapters.dead_letters import DeadLetterStore
 from worker.adapters.http import HttpAdapter
 from worker.adapters.metrics import CountingLimiter, Metrics
@@ -47,12 +48,6 @@ def samples(text: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]
         for sample in family.samples:
             out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
     return out
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def get(port: int, path: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:

@@ -8,7 +8,6 @@ import base64
 import http.client
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -26,6 +25,7 @@ from producers.intake import TaskMessages
 from producers.receiver import ReceiverSettings, WebhookReceiver
 from producers.serve import default_workers, workers_from_env
 from producers.webhook_parsing import CUSTOMER, SyncRequest
+from tests.support import free_port
 from worker.adapters.pending import PendingSyncs
 from worker.config import Secret
 from worker.core.errors import ConfigurationError
@@ -73,12 +73,6 @@ class Receiver:
         if key is not None:
             sent["Authorization"] = f"Bearer {key}"
         return self.request("POST", "/webhooks/ipaas", raw, sent)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def serve_in_thread(app: WebhookReceiver) -> Iterator[Receiver]:

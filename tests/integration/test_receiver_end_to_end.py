@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import pytest
 
 from producers.local_stack import LocalStack
 from sandbox.samples import sample_cases
+from tests.support import free_port
 from worker.adapters.history import HistoryStore
 from worker.adapters.links import LinkStore
 
@@ -25,12 +25,6 @@ pytestmark = pytest.mark.integration
 
 KEY = "e2e-webhook-key"
 CUSTOMER_ID = "1001"  # the seed's valid customer
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def request(port: int, method: str, path: str, body: Any = None) -> tuple[int, dict[str, Any]]:

@@ -30,6 +30,7 @@ import redis
 
 from producers.embedded_redis import EmbeddedRedis
 from producers.receiver import DEFAULT_MAX_BODY_BYTES, WEBHOOK_PATH
+from tests.support import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -39,12 +40,6 @@ SEED = 20261206
 QUEUE = "profiles"
 DROPPED = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError,
            ConnectionAbortedError)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass

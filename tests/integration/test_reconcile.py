@@ -24,6 +24,7 @@ from producers.reconcile import (
     ReconcileReport,
 )
 from sandbox.samples import customer
+from tests.support import wait_settled
 from worker import bootstrap
 from worker.adapters.checkpoints import CheckpointStore
 from worker.adapters.history import HistoryStore
@@ -216,7 +217,7 @@ def test_interrupted_pass_resumes_without_gaps_or_duplicates(local: LocalStack) 
     assert report.watermark == started - CLOCK_SKEW_MARGIN
     assert CheckpointStore(local.redis()).load("reconcile:customers") is None
     wait_for_syncs(local, cids, 1)
-    time.sleep(0.5)  # a duplicate task would show up as a second profile step
+    wait_settled(local.redis())  # a duplicate task would have run by now
     assert all(finished_steps(local, cid) == 1 for cid in cids)
     assert local.klaviyo.call_counts["create_or_update_profile"] - upserts == len(cids)
 

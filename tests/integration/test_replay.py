@@ -17,6 +17,7 @@ from producers.local_stack import LocalStack
 from producers.manual_sync import enqueue_customer, wait_for_steps
 from sandbox.klaviyo_faults import Fault, body_contains
 from sandbox.samples import address, customer
+from tests.support import wait_settled
 from worker.adapters.dead_letters import DeadLetterStore
 from worker.adapters.history import HistoryStore
 from worker.adapters.links import LinkStore
@@ -186,7 +187,7 @@ def test_an_address_entry_replays_through_apply_address_with_its_context(
     assert done.returncode == 0, done.stderr
     steps = replayed_steps(stack, "4141", {"address"})
     assert steps["address"]["outcome"] == "synced"
-    time.sleep(0.5)  # a whole-pipeline run would show its profile step by now
+    wait_settled(stack.redis())  # a whole-pipeline run would have shown its profile step
     assert "profile" not in replayed_steps(stack, "4141", {"address"})
     profile = stack.klaviyo.profile(profile_id)
     assert profile is not None and profile["attributes"]["location"]["zip"] == "10018"
@@ -262,7 +263,7 @@ def test_purge_deletes_the_selected_entries_without_replaying(
         == purged
     # Nothing was replayed: no step ran for the purged customers. (Klaviyo's call counts are
     # no measure here: a batched flush left by an earlier test may still be going out.)
-    time.sleep(1)
+    wait_settled(stack.redis())
     assert HistoryStore(stack.redis()).recent("4171") == []
     assert HistoryStore(stack.redis()).recent("4172") == []
     assert stack.klaviyo.find_profiles(external_id="4171") == []

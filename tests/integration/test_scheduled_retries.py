@@ -3,10 +3,8 @@ while no worker runs, what operators see of a waiting retry, and replay of one."
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -22,6 +20,7 @@ from producers.shell import queue_depths
 from sandbox.klaviyo_faults import error_response
 from sandbox.samples import customer
 from tests.integration.conftest import StackFactory
+from tests.support import kill_tree, wait_until
 from worker.adapters.dead_letters import DeadLetterStore
 from worker.adapters.history import HistoryStore
 from worker.adapters.scheduled import ScheduledSteps, Waiting
@@ -32,11 +31,6 @@ from worker.scheduled_mover import move_due_steps
 SYNC = "ipaas_klaviyo.sync_customer"
 
 
-def wait_until(condition: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def outcomes(client: redis.Redis, customer_id: str, step: str = "profile") -> list[str]:
@@ -50,12 +44,6 @@ def steps(client: redis.Redis, customer_id: str) -> set[str]:
             for raw in client.lrange(HistoryStore(client).key(customer_id), 0, -1)}
 
 
-def kill_tree(pid: int) -> None:
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    child_pids = [int(c) for c in children.read_text().split()] if children.exists() else []
-    for target in [pid, *child_pids]:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(target, signal.SIGKILL)
 
 
 class FailUpserts:

@@ -8,9 +8,7 @@ documented retry defaults back, so the kill catches customers in real backoff.""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import signal
 import threading
 import time
@@ -25,6 +23,7 @@ from producers.local_stack import LocalStack
 from producers.manual_sync import enqueue_customer
 from sandbox.klaviyo_faults import error_response
 from sandbox.samples import customer
+from tests.support import kill_tree
 from worker.adapters.broker import UNACKED_KEY
 from worker.adapters.dead_letters import DeadLetterStore
 from worker.adapters.history import HistoryStore
@@ -68,13 +67,6 @@ def wait_for_every_step(client: Any, ids: list[str], invalid: set[str], timeout:
         time.sleep(0.5)
 
 
-def kill_tree(pid: int) -> None:
-    """SIGKILL the worker and its pool children at once, like a machine losing power."""
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    child_pids = [int(c) for c in children.read_text().split()] if children.exists() else []
-    for target in [pid, *child_pids]:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(target, signal.SIGKILL)
 
 
 # The documented defaults, over the local stack's short test backoff (producers/local_stack.py).

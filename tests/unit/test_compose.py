@@ -22,6 +22,7 @@ import yaml
 
 from producers.cli import build_parser
 from producers.local_stack import LocalStack
+from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -138,12 +139,6 @@ def test_dockerfile_builds_the_package_as_a_non_root_user() -> None:
 # --- every command starts ---------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def executable(argv: list[str]) -> list[str]:
     """The image's PATH commands are this virtualenv's."""
     if argv[0] in ("ipaas-klaviyo", "celery"):
@@ -210,7 +205,7 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
-def wait_until(check: Any, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+def wait_while_running(check: Any, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -231,7 +226,7 @@ def test_receiver_command_starts_and_passes_its_healthcheck(local: LocalStack) -
     env = service_env("receiver", local)
     process = run([*argv, "--workers", "1"], env)
     try:
-        wait_until(lambda: healthcheck("receiver", port=port, env=env), process)
+        wait_while_running(lambda: healthcheck("receiver", port=port, env=env), process)
     finally:
         stop(process)
 
@@ -243,7 +238,7 @@ def test_worker_command_starts_and_passes_its_healthcheck(local: LocalStack) -> 
     assert argv[argv.index("--concurrency") + 1] == "4"
     process = run(argv, env)
     try:
-        wait_until(lambda: healthcheck("worker", env=env), process, timeout=90)
+        wait_while_running(lambda: healthcheck("worker", env=env), process, timeout=90)
     finally:
         stop(process)
 
@@ -260,7 +255,7 @@ def test_beat_command_starts_and_passes_its_healthcheck(
     check = [a.replace("/home/app/celerybeat-schedule", schedule) for a in test[1:]]
     process = run(argv, env)
     try:
-        wait_until(lambda: subprocess.run(executable(check), env=env,
+        wait_while_running(lambda: subprocess.run(executable(check), env=env,
                                           capture_output=True).returncode == 0, process)
     finally:
         stop(process)
@@ -274,6 +269,6 @@ def test_flower_command_starts_and_passes_its_healthcheck(local: LocalStack) -> 
     assert argv[:4] == ["celery", "-A", "worker.celery_app", "flower"]
     process = run([*argv, "--address=127.0.0.1"], env)
     try:
-        wait_until(lambda: healthcheck("flower", port=port, env=env), process)
+        wait_while_running(lambda: healthcheck("flower", port=port, env=env), process)
     finally:
         stop(process)

@@ -117,6 +117,7 @@ def test_refused_and_ignored_filter(sandbox: IpaasSandbox) -> None:
     assert listed(sandbox, since=SINCE) == [1, 2, 3, 4, 5, 6, 7]
 
 
+@pytest.mark.integration  # starts a Python process
 def test_beat_schedule_follows_the_interval_setting() -> None:
     import json
     import os

@@ -1,0 +1,75 @@
+"""Helpers every test module shares: a free port, waiting on a real condition, killing a
+worker tree, and reading a customer's sync history."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from celeryconfig import QUEUES
+from worker.adapters.broker import queue_depths
+from worker.adapters.history import HistoryStore
+from worker.adapters.scheduled import ScheduledSteps
+from worker.adapters.task_ledger import TaskLedger
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_until(condition: Callable[[], Any], timeout: float, what: str,
+               interval: float = 0.05) -> None:
+    """Poll ``condition`` until it holds; fail naming ``what`` after ``timeout`` seconds.
+    Timeouts are generous (a busy CI machine is slow): they bound a failure, not a pass."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(interval)
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a worker and its pool children at once, like a machine losing power."""
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    child_pids = [int(c) for c in children.read_text().split()] if children.exists() else []
+    for target in [pid, *child_pids]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(target, signal.SIGKILL)
+
+
+def history(client: redis.Redis, customer_id: str) -> list[dict[str, Any]]:
+    """A customer's sync history, oldest first."""
+    raw = client.lrange(HistoryStore(client).key(customer_id), 0, -1)
+    return [json.loads(item) for item in reversed(raw)]
+
+
+def steps_of(client: redis.Redis, customer_id: str) -> dict[str, str]:
+    """The latest final outcome per step in a customer's history (retries left out)."""
+    return {entry["step"]: entry["outcome"] for entry in history(client, customer_id)
+            if entry["outcome"] != "retrying"}
+
+
+def settled(client: redis.Redis) -> bool:
+    """Nothing can still run: no step open in the task ledger, no message queued or held by
+    a worker, no retry waiting, no subscription action waiting or in flight."""
+    depths = queue_depths(client, QUEUES)
+    return (TaskLedger(client).open_count() == 0 and not any(depths.values())
+            and ScheduledSteps(client).retrying() == 0
+            and not client.keys("ipk:subs:step:*") and not client.keys("ipk:subs:inflight:*"))
+
+
+def wait_settled(client: redis.Redis, timeout: float = 60.0) -> None:
+    """Wait until ``settled``: what has not happened by then will not happen (a test proves
+    an absence this way, never by sleeping)."""
+    wait_until(lambda: settled(client), timeout, "the queues, ledger and retries to drain")
