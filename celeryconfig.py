@@ -4,9 +4,10 @@ Read by ``worker.celery_app`` with ``config_from_object``. Values come from the 
 environment variables as the rest of the service; nothing connects at import time.
 """
 
-from worker.config import Settings
+from worker import bootstrap
+from worker.adapters import keys
 
-_settings = Settings.from_env()
+_settings = bootstrap.settings()
 
 broker_url = _settings.redis_url
 result_backend = _settings.redis_url
@@ -29,7 +30,11 @@ worker_prefetch_multiplier = 1
 # in Redis: worker/adapters/scheduled.py), and no task runs longer than its time limit, which
 # Settings keeps below the timeout, so a live worker's message is never handed out twice.
 VISIBILITY_TIMEOUT_SECONDS = _settings.broker_visibility_timeout
+# Celery's own keys (queues, unacked, results) take REDIS_KEY_PREFIX too, unless it is the
+# default (worker/adapters/keys.py): two deployments can then share one Redis.
+_KEY_PREFIX = {"global_keyprefix": keys.celery_prefix()} if keys.celery_prefix() else {}
 broker_transport_options = {
+    **_KEY_PREFIX,
     "visibility_timeout": VISIBILITY_TIMEOUT_SECONDS,
     # Look for messages past their visibility timeout every tenth of it (at most a minute),
     # on every look: kombu's default (10 s x every 10th sweep) would leave a killed worker's
@@ -41,7 +46,8 @@ broker_transport_options = {
 # retry; one that ignores it is killed after a grace (the task ledger sends it again).
 task_soft_time_limit = _settings.task_time_limit_seconds
 task_time_limit = _settings.task_hard_time_limit_seconds
-result_backend_transport_options = {"visibility_timeout": VISIBILITY_TIMEOUT_SECONDS}
+result_backend_transport_options = {**_KEY_PREFIX,
+                                    "visibility_timeout": VISIBILITY_TIMEOUT_SECONDS}
 broker_connection_retry_on_startup = True
 
 task_default_queue = "profiles"

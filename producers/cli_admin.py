@@ -15,9 +15,8 @@ def _stores() -> tuple[Any, Any, Any, Any]:
     from worker.adapters.history import HistoryStore
     from worker.adapters.links import LinkStore
     from worker.adapters.scheduled import ScheduledSteps
-    from worker.config import Settings
 
-    settings = Settings.from_env()
+    settings = bootstrap.settings()
     client = bootstrap.redis_client(settings)
     dead_letters = DeadLetterStore(
         client,

@@ -23,7 +23,9 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from producers.webhook_parsing import CUSTOMER, TRANSACTION, SyncRequest
+from worker import bootstrap
 from worker.adapters.broker import TaskMessages as BrokerMessages
+from worker.adapters.broker import queue_key
 from worker.adapters.pending import PendingSyncs, QueuedSync
 from worker.adapters.task_ledger import LedgerEntry
 
@@ -68,7 +70,7 @@ class TaskMessages:
         kwargs = {id_keyword: request.record_id, "tracking_guid": request.tracking_guid}
         task_id, queue, message = self._messages.build(task_name, kwargs, ignore_result=True)
         entry = LedgerEntry(task_name, queue, kwargs)
-        return QueuedSync(request.kind, request.record_id, queue, message,
+        return QueuedSync(request.kind, request.record_id, queue_key(queue), message,
                           task_id=task_id, ledger_entry=entry.encode(),
                           due_at=time.time() + self.lost_task_after_seconds)
 
@@ -127,9 +129,7 @@ def redis_client(redis_url: str, **overrides: Any) -> redis.Redis:
 
 def build_intake(redis_url: str, generate_events: bool | None = None) -> Intake:
     """``generate_events`` None: GENERATE_EVENTS from the environment."""
-    from worker.config import Settings
-
-    settings = Settings.from_env()
+    settings = bootstrap.settings()
     if generate_events is None:
         generate_events = settings.generate_events
     return Intake(redis_client(redis_url), TaskMessages(settings.lost_task_after_seconds),

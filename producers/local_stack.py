@@ -105,13 +105,23 @@ class LocalStack:
         return process
 
     def _wait_for_worker(self, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+        from worker.adapters.keys import DEFAULT_PREFIX
         from worker.celery_app import app
 
+        # This process's Celery app knows only the default key prefix; a stack with another
+        # is pinged from a process of its own, with the stack's settings.
+        own_prefix = self.env().get("REDIS_KEY_PREFIX", DEFAULT_PREFIX) != DEFAULT_PREFIX
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 raise RuntimeError(f"worker exited with code {process.returncode}")
-            if app.control.ping(timeout=0.5):
+            if own_prefix:
+                ping = subprocess.run(
+                    [sys.executable, "-m", "celery", "-A", "worker.celery_app", "inspect",
+                     "ping", "--timeout", "1"], env=self.env(), capture_output=True)
+                if ping.returncode == 0:
+                    return
+            elif app.control.ping(timeout=0.5):
                 return
         raise RuntimeError("worker did not answer a ping within 60 s")
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import hmac
 import logging
-import os
 import socketserver
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -25,8 +24,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from worker import bootstrap
+from worker.adapters import keys
 from worker.adapters.metrics import COUNTERS, Metrics
 from worker.adapters.task_ledger import TaskLedger
+from worker.config import Settings
 
 NAMESPACE = "ipaas_klaviyo"
 DEFAULT_PORT = 9108
@@ -39,12 +41,12 @@ StartResponse = Callable[..., Any]
 class RedisCollector(Collector):
     """Reads every counter and gauge from Redis on each scrape."""
 
-    def __init__(self, client: Any, prefix: str = "ipk") -> None:
+    def __init__(self, client: Any, prefix: str | None = None) -> None:
         self._redis = client
         self._metrics = Metrics(client, prefix)
         # DeadLetterStore's index and drop counter (read directly: no store set-up per scrape).
-        self._dead_letter_index = f"{prefix}:dlq:by_time"
-        self._dead_letters_dropped = f"{prefix}:dlq:dropped_total"
+        self._dead_letter_index = keys.key(f"{keys.DEAD_LETTERS}:by_time", prefix)
+        self._dead_letters_dropped = keys.key(f"{keys.DEAD_LETTERS}:dropped_total", prefix)
         self._open_steps = TaskLedger(client, prefix).key
 
     def collect(self) -> Iterator[Any]:
@@ -158,11 +160,9 @@ def serve_metrics(host: str = "0.0.0.0", port: int = DEFAULT_PORT,
                   env: Mapping[str, str] | None = None) -> int:
     """``ipaas-klaviyo metrics``: serve the exposition until interrupted."""
     from producers.intake import redis_client
-    from worker.config import Settings
 
-    e = os.environ if env is None else env
-    settings = Settings.from_env(e)
-    app = metrics_app(redis_client(settings.redis_url), e.get("METRICS_TOKEN", "").strip())
+    settings = bootstrap.settings() if env is None else Settings.from_env(env)
+    app = metrics_app(redis_client(settings.redis_url), settings.metrics_token.value)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     with make_server(host, port, app, server_class=_ThreadingServer,

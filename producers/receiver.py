@@ -30,6 +30,7 @@ from producers.intake import Intake, QueueUnavailable, build_intake
 from producers.metrics_server import respond
 from producers.request_body import BodyTooLarge, InvalidLength, RequestBody, close_connection
 from producers.webhook_parsing import MalformedBody, parse_body
+from worker import bootstrap
 from worker.adapters.metrics import Metrics
 from worker.config import Secret, Settings
 from worker.core.errors import ConfigurationError
@@ -54,18 +55,14 @@ class ReceiverSettings:
     metrics_token: Secret = _NO_TOKEN
 
     @classmethod
+    def from_settings(cls, settings: Settings) -> ReceiverSettings:
+        return cls(settings.webhook_api_key, settings.redis_url,
+                   settings.webhook_max_body_bytes, settings.metrics_token)
+
+    @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ReceiverSettings:
-        e = os.environ if env is None else env
-        settings = Settings.from_env(e)
-        raw = e.get("WEBHOOK_MAX_BODY_BYTES", "").strip()
-        try:
-            limit = int(raw) if raw else DEFAULT_MAX_BODY_BYTES
-        except ValueError:
-            raise ConfigurationError("WEBHOOK_MAX_BODY_BYTES must be a whole number") from None
-        if limit <= 0:
-            raise ConfigurationError("WEBHOOK_MAX_BODY_BYTES must be positive")
-        return cls(settings.webhook_api_key, settings.redis_url, limit,
-                   Secret(e.get("METRICS_TOKEN", "").strip()))
+        """From this process's settings, or from ``env`` (tests)."""
+        return cls.from_settings(bootstrap.settings() if env is None else Settings.from_env(env))
 
     def require_key(self) -> None:
         # An unset key would mean either accepting everyone or refusing everyone; both are

@@ -18,6 +18,7 @@ from gunicorn.app.base import BaseApplication
 
 from producers.receiver import ReceiverSettings, WebhookReceiver
 from producers.request_body import CLOSE_CONNECTION
+from worker import bootstrap
 from worker.config import Settings
 from worker.core.errors import ConfigurationError
 from worker.logging_setup import install_masking
@@ -40,12 +41,8 @@ def default_workers(cores: int | None = None) -> int:
 
 
 def workers_from_env(env: Mapping[str, str] | None = None) -> int:
-    raw = (os.environ if env is None else env).get("RECEIVER_WORKERS", "").strip()
-    if not raw:
-        return default_workers()
-    if not raw.isdigit() or int(raw) < 1:
-        raise ConfigurationError("RECEIVER_WORKERS must be a positive whole number")
-    return int(raw)
+    settings = bootstrap.settings() if env is None else Settings.from_env(env)
+    return settings.receiver_workers or default_workers()
 
 
 class ReceiverApplication(BaseApplication):
@@ -63,7 +60,7 @@ class ReceiverApplication(BaseApplication):
     def load(self) -> Any:
         # Runs in each worker after the fork: Sentry starts per process.
         app: Any = WebhookReceiver(self.settings)
-        if init_sentry(Settings.from_env(), "receiver"):
+        if init_sentry(bootstrap.settings(), "receiver"):
             from sentry_sdk.integrations.wsgi import SentryWsgiMiddleware
 
             app = SentryWsgiMiddleware(app)

@@ -15,6 +15,7 @@ from typing import Any
 import redis
 
 from producers import replay as replaying
+from worker import bootstrap
 from worker.adapters.dead_letters import DeadLetterStore
 from worker.adapters.history import HistoryStore
 from worker.adapters.links import LinkStore
@@ -161,7 +162,7 @@ def build_namespace(source: Any) -> dict[str, Any]:
 
 
 def run_shell(settings: Settings | None = None) -> int:
-    settings = settings or Settings.from_env()
+    settings = settings or bootstrap.settings()
     from worker.celery_app import app, use_redis
 
     if app.conf.broker_url != settings.redis_url:

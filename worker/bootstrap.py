@@ -14,6 +14,7 @@ import redis
 import requests
 
 from worker import __version__
+from worker.adapters import keys
 from worker.adapters.dead_letters import DeadLetterStore
 from worker.adapters.fingerprints import FingerprintStore
 from worker.adapters.history import HistoryStore
@@ -180,16 +181,27 @@ def build(settings: Settings) -> Container:
     )
 
 
+_settings: Settings | None = None
 _container: Container | None = None
 _built_in_pid: int | None = None
 _broker_side: tuple[int, Settings, redis.Redis] | None = None
+
+
+def settings() -> Settings:
+    """This process's settings: read from the environment once, then passed down from here
+    (and read again only after ``reset()``)."""
+    global _settings
+    if _settings is None:
+        _settings = Settings.from_env()
+        keys.configure(_settings.redis_key_prefix)
+    return _settings
 
 
 def container() -> Container:
     """This process's container, built on first use (and again after a fork)."""
     global _container, _built_in_pid
     if _container is None or _built_in_pid != os.getpid():
-        _container = build(Settings.from_env())
+        _container = build(settings())
         _built_in_pid = os.getpid()
     return _container
 
@@ -202,21 +214,22 @@ def settings_and_redis() -> tuple[Settings, redis.Redis]:
     if _container is not None and _built_in_pid == os.getpid():
         return _container.settings, _container.redis
     if _broker_side is None or _broker_side[0] != os.getpid():
-        settings = Settings.from_env()
-        _broker_side = (os.getpid(), settings, redis_client(settings))
+        current = settings()
+        _broker_side = (os.getpid(), current, redis_client(current))
     return _broker_side[1], _broker_side[2]
 
 
 def reset() -> None:
     """Forget what was built: the next use reads the environment again (tests, the demo)."""
-    global _container, _broker_side
+    global _container, _broker_side, _settings
     _container = None
     _broker_side = None
+    _settings = None
 
 
-def check_configuration(settings: Settings | None = None) -> Settings:
+def check_configuration(given: Settings | None = None) -> Settings:
     """Validate settings and the mapping file without connecting to anything."""
-    settings = settings or Settings.from_env()
-    settings.require(*REQUIRED_FOR_SYNC)
-    load_mapping_file(settings.mapping_file)
-    return settings
+    checked = given or settings()
+    checked.require(*REQUIRED_FOR_SYNC)
+    load_mapping_file(checked.mapping_file)
+    return checked

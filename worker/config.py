@@ -57,6 +57,22 @@ def _number(env: Mapping[str, str], name: str, default: float) -> float:
         raise ConfigurationError(f"{name} must be a number") from None
 
 
+def _whole(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit():
+        raise ConfigurationError(f"{name} must be a whole number")
+    return int(raw)
+
+
+def _positive(env: Mapping[str, str], name: str) -> int:
+    value = _whole(env, name, 0)
+    if value < 1:
+        raise ConfigurationError(f"{name} must be a positive whole number")
+    return value
+
+
 def mask_url_password(url: str) -> str:
     """``redis://:pw@host`` → ``redis://:<SECRET>@host``: URLs may carry credentials."""
     scheme, sep, rest = url.partition("://")
@@ -133,6 +149,13 @@ class Settings:
     reconcile_filter_field: str = "UpdateDateTime"
     reconcile_full_scan: bool = False
     reconcile_page_size: int = 100
+    # The receiver and the metrics endpoint (README, "The webhook receiver", "Metrics").
+    webhook_max_body_bytes: int = 1024 * 1024
+    metrics_token: Secret = _NO_SECRET  # GET /metrics wants it as a bearer token when set
+    receiver_workers: int | None = None  # None: 2 x cores + 1, at most 12
+    # Every key the service writes in Redis starts with this (worker/adapters/keys.py), so
+    # two deployments can share one Redis.
+    redis_key_prefix: str = "ipk:"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -202,6 +225,11 @@ class Settings:
             reconcile_page_size=int(
                 _number(e, "RECONCILE_PAGE_SIZE", d.reconcile_page_size)
             ),
+            webhook_max_body_bytes=_whole(e, "WEBHOOK_MAX_BODY_BYTES", d.webhook_max_body_bytes),
+            metrics_token=Secret(e.get("METRICS_TOKEN", "").strip()),
+            receiver_workers=(_positive(e, "RECEIVER_WORKERS")
+                              if e.get("RECEIVER_WORKERS", "").strip() else None),
+            redis_key_prefix=e.get("REDIS_KEY_PREFIX", d.redis_key_prefix),
         ).checked()
 
     def checked(self) -> Settings:
@@ -236,6 +264,10 @@ class Settings:
             )
         if self.reconcile_page_size < 1:
             raise ConfigurationError("RECONCILE_PAGE_SIZE must be at least 1")
+        if self.webhook_max_body_bytes <= 0:
+            raise ConfigurationError("WEBHOOK_MAX_BODY_BYTES must be positive")
+        if not self.redis_key_prefix or any(c.isspace() for c in self.redis_key_prefix):
+            raise ConfigurationError("REDIS_KEY_PREFIX must be a non-empty word, like ipk:")
         return self
 
     @property

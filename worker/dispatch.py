@@ -20,7 +20,7 @@ from celery import Task
 from celery.result import AsyncResult
 
 from worker import bootstrap
-from worker.adapters.broker import TaskMessages, queue_of
+from worker.adapters.broker import TaskMessages, queue_key, queue_of
 from worker.adapters.scheduled import ScheduledSteps, Waiting
 from worker.adapters.task_ledger import LedgerEntry, TaskLedger
 
@@ -60,7 +60,7 @@ def send_later(task_name: str, kwargs: dict[str, Any], delay: float, *,
     if waiting is not None and waiting.task_id != task_id:
         waiting = replace(waiting, task_id=task_id)
     ScheduledSteps(client).schedule(
-        task_id, queue, message, due, waiting=waiting,
+        task_id, queue_key(queue), message, due, waiting=waiting,
         ledger=LedgerEntry(task_name, queue, kwargs) if tracked else None,
         ledger_due_at=due + settings.lost_task_after_seconds)
     return task_id

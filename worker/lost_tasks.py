@@ -27,6 +27,8 @@ from typing import Any
 import redis
 from celery import bootsteps
 
+from worker import bootstrap
+from worker.adapters import keys
 from worker.adapters.broker_scan import BrokerScan
 from worker.adapters.scheduled import ScheduledSteps
 from worker.adapters.task_ledger import LedgerEntry, TaskLedger
@@ -87,9 +89,7 @@ class LostTaskSweep(bootsteps.StartStopStep):
         self._batch_window = 0.0
 
     def start(self, parent: Any) -> None:
-        from worker.config import Settings
-
-        settings = Settings.from_env()
+        settings = bootstrap.settings()
         self._after = settings.lost_task_after_seconds
         self._batch_window = settings.subscription_batch_window
         self._client = redis.Redis.from_url(settings.redis_url, decode_responses=True,
@@ -110,7 +110,7 @@ class LostTaskSweep(bootsteps.StartStopStep):
         if client is None:
             return
         # One sweeper at a time across the fleet; the lock expires before the next tick.
-        lock = "ipk:ledger:sweeping"
+        lock = keys.key(f"{keys.LEDGER}:sweeping")
         interval = sweep_interval(self._after)
         try:
             if not client.set(lock, uuid.uuid4().hex, nx=True, px=int(interval * 900)):

@@ -16,6 +16,7 @@ from typing import Any
 import redis
 from celery import bootsteps
 
+from worker import bootstrap
 from worker.adapters.scheduled import ScheduledSteps
 
 logger = logging.getLogger("ipaas_klaviyo.scheduled")
@@ -48,9 +49,7 @@ class ScheduledMover(bootsteps.StartStopStep):
         self._lost_after = 0.0
 
     def start(self, parent: Any) -> None:
-        from worker.config import Settings  # read as the worker starts, not at import
-
-        settings = Settings.from_env()
+        settings = bootstrap.settings()
         self._lost_after = settings.lost_task_after_seconds
         self._client = redis.Redis.from_url(settings.redis_url, decode_responses=True,
                                             socket_timeout=10)

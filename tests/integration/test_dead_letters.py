@@ -181,7 +181,7 @@ def test_dropped_total_is_shared_by_every_store_on_the_prefix(
     clock.advance(seconds=1)
     fail(first, "C2")
     assert DeadLetterStore(redis_client).dropped_total() == 1
-    assert DeadLetterStore(redis_client, prefix="other").dropped_total() == 0
+    assert DeadLetterStore(redis_client, prefix="other:").dropped_total() == 0
 
 
 def run_cli(redis_url: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:

@@ -74,8 +74,8 @@ def test_links_get_many_in_order_with_missing(redis_client: redis.Redis) -> None
 
 
 def test_links_are_separated_by_prefix(redis_client: redis.Redis) -> None:
-    LinkStore(redis_client, prefix="a").set("C1", "PA")
-    assert LinkStore(redis_client, prefix="b").get("C1") is None
+    LinkStore(redis_client, prefix="a:").set("C1", "PA")
+    assert LinkStore(redis_client, prefix="b:").get("C1") is None
     assert redis_client.hget("a:links", "C1") == "PA"
 
 

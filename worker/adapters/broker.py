@@ -17,14 +17,28 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
+from worker.adapters import keys
+
 PRIORITY_SEPARATOR = "\x06\x16"
 PRIORITY_STEPS = (3, 6, 9)  # priority 0 is the queue's own list
 UNACKED_KEY = "unacked"
 
 
+def queue_key(queue: str) -> str:
+    """The Redis list of ``queue`` (Celery's keys carry REDIS_KEY_PREFIX unless it is the
+    default: worker/adapters/keys.py)."""
+    return keys.celery_prefix() + queue
+
+
 def queue_keys(queue: str) -> list[str]:
     """Every Redis list that holds messages of ``queue``."""
-    return [queue, *(f"{queue}{PRIORITY_SEPARATOR}{p}" for p in PRIORITY_STEPS)]
+    base = queue_key(queue)
+    return [base, *(f"{base}{PRIORITY_SEPARATOR}{p}" for p in PRIORITY_STEPS)]
+
+
+def unacked_key() -> str:
+    """The hash of messages delivered to a worker and not yet acknowledged."""
+    return keys.celery_prefix() + UNACKED_KEY
 
 
 def queue_of(task_name: str) -> str:
@@ -102,7 +116,7 @@ def queue_depths(client: Any, queues: Iterable[str]) -> dict[str, int]:
     for queue in names:
         for key in queue_keys(queue):
             pipe.llen(key)
-    pipe.hlen(UNACKED_KEY)
+    pipe.hlen(unacked_key())
     counts = [int(n) for n in pipe.execute()]
     per_queue = len(PRIORITY_STEPS) + 1
     depths = {q: sum(counts[i * per_queue:(i + 1) * per_queue]) for i, q in enumerate(names)}

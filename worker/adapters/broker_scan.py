@@ -14,7 +14,7 @@ from typing import cast
 
 import redis
 
-from worker.adapters.broker import UNACKED_KEY, queue_keys
+from worker.adapters.broker import UNACKED_KEY, queue_keys, unacked_key
 
 __all__ = ["UNACKED_KEY", "BrokerScan"]
 
@@ -67,7 +67,7 @@ class BrokerScan:
 
     def unacked_ids(self) -> set[str]:
         ids: set[str] = set()
-        for _, raw in self._redis.hscan_iter(UNACKED_KEY, count=self._chunk):
+        for _, raw in self._redis.hscan_iter(unacked_key(), count=self._chunk):
             match = _ID_PATTERN.search(str(raw))
             if match:
                 ids.add(match.group(1))

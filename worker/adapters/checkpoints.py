@@ -7,11 +7,13 @@ from typing import Any, cast
 
 import redis
 
+from worker.adapters import keys
+
 
 class CheckpointStore:
-    def __init__(self, client: redis.Redis, prefix: str = "ipk") -> None:
+    def __init__(self, client: redis.Redis, prefix: str | None = None) -> None:
         self._redis = client
-        self._prefix = f"{prefix}:checkpoint:"
+        self._prefix = keys.key(keys.CHECKPOINTS + ":", prefix)
 
     def load(self, name: str) -> dict[str, Any] | None:
         raw = cast(str | None, self._redis.get(self._prefix + name))

@@ -22,6 +22,7 @@ from typing import Any, cast
 
 import redis
 
+from worker.adapters import keys
 from worker.adapters.links import require_decoded
 from worker.core.errors import FieldError
 
@@ -88,7 +89,7 @@ class DeadLetterStore:
     def __init__(
         self,
         client: redis.Redis,
-        prefix: str = "ipk",
+        prefix: str | None = None,
         *,
         retention_seconds: int = 30 * 86400,
         max_entries: int = 100_000,
@@ -96,7 +97,7 @@ class DeadLetterStore:
     ) -> None:
         require_decoded(client)
         self._redis = client
-        self._prefix = f"{prefix}:dlq"
+        self._prefix = keys.key(keys.DEAD_LETTERS, prefix)
         self.index_key = f"{self._prefix}:by_time"
         self.dropped_key = f"{self._prefix}:dropped_total"
         self.retention_seconds = retention_seconds

@@ -6,11 +6,13 @@ from typing import cast
 
 import redis
 
+from worker.adapters import keys
+
 
 class FingerprintStore:
-    def __init__(self, client: redis.Redis, prefix: str = "ipk") -> None:
+    def __init__(self, client: redis.Redis, prefix: str | None = None) -> None:
         self._redis = client
-        self.key = f"{prefix}:fingerprints"
+        self.key = keys.key(keys.FINGERPRINTS, prefix)
 
     def get(self, customer_id: str) -> str | None:
         return cast(str | None, self._redis.hget(self.key, customer_id))

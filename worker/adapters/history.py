@@ -12,6 +12,7 @@ from typing import Any, cast
 
 import redis
 
+from worker.adapters import keys
 from worker.adapters.dead_letters import Clock, iso_utc, utc_now
 from worker.adapters.links import require_decoded
 from worker.core.errors import StepOutcome
@@ -21,7 +22,7 @@ class HistoryStore:
     def __init__(
         self,
         client: redis.Redis,
-        prefix: str = "ipk",
+        prefix: str | None = None,
         *,
         keep: int = 50,
         ttl_seconds: int = 30 * 86400,
@@ -31,7 +32,7 @@ class HistoryStore:
             raise ValueError("keep must be at least 1")
         require_decoded(client)
         self._redis = client
-        self._prefix = f"{prefix}:history"
+        self._prefix = keys.key(keys.HISTORY, prefix)
         self.keep = keep
         self.ttl_seconds = ttl_seconds
         self._now = now

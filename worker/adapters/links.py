@@ -12,6 +12,8 @@ from typing import cast
 
 import redis
 
+from worker.adapters import keys
+
 UNCONFIRMED = "~"
 
 
@@ -30,10 +32,10 @@ def require_decoded(client: redis.Redis) -> None:
 
 
 class LinkStore:
-    def __init__(self, client: redis.Redis, prefix: str = "ipk") -> None:
+    def __init__(self, client: redis.Redis, prefix: str | None = None) -> None:
         require_decoded(client)
         self._redis = client
-        self.key = f"{prefix}:links"
+        self.key = keys.key(keys.LINKS, prefix)
 
     def get(self, customer_id: str) -> str | None:
         return self.lookup(customer_id)[0]

@@ -15,6 +15,7 @@ from typing import Protocol
 
 import redis
 
+from worker.adapters import keys
 from worker.core.model import ListRef
 
 
@@ -31,13 +32,13 @@ class CachedListDirectory:
         klaviyo: _ListApi,
         *,
         create_missing: bool = False,
-        prefix: str = "ipk",
+        prefix: str | None = None,
         ttl_seconds: int = 3600,
     ) -> None:
         self._redis = client
         self._klaviyo = klaviyo
         self._create_missing = create_missing
-        self._key = f"{prefix}:lists"
+        self._key = keys.key(keys.LISTS, prefix)
         self._ttl = ttl_seconds
 
     def lookup(self, name: str) -> ListRef | None:

@@ -8,8 +8,12 @@ since taken. Long runs renew as they go; a crashed holder's lock expires on its 
 
 from __future__ import annotations
 
+import contextlib
+
 import redis
 from redis.exceptions import LockError
+
+from worker.adapters import keys
 
 
 class LockLost(Exception):
@@ -18,8 +22,8 @@ class LockLost(Exception):
 
 class RedisLock:
     def __init__(self, client: redis.Redis, name: str, ttl_seconds: float,
-                 prefix: str = "ipk") -> None:
-        self.key = f"{prefix}:lock:{name}"
+                 prefix: str | None = None) -> None:
+        self.key = keys.key(f"{keys.LOCKS}:{name}", prefix)
         # Not thread-local: the token belongs to this object, whichever thread renews it.
         self._lock = client.lock(self.key, timeout=max(0.001, ttl_seconds), blocking=False,
                                  thread_local=False)
@@ -48,7 +52,6 @@ class RedisLock:
         """Delete the lock if it is still ours (never someone else's)."""
         if self._held:
             self._held = False
-            try:
+            # Expired or taken over meanwhile: nothing of ours to delete.
+            with contextlib.suppress(LockError):
                 self._lock.release()
-            except LockError:
-                pass  # expired or taken over meanwhile: nothing of ours to delete

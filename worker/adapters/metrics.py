@@ -14,6 +14,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any, Protocol
 
+from worker.adapters import keys
 from worker.adapters.http import ResponseHook
 from worker.core.errors import ThrottledError
 
@@ -50,16 +51,16 @@ def status_label(status: int) -> str:
 
 
 class Metrics:
-    def __init__(self, client: Any, prefix: str = "ipk") -> None:
+    def __init__(self, client: Any, prefix: str | None = None) -> None:
         self._redis = client
-        self.prefix = prefix
+        self._base = keys.key(keys.METRICS, prefix)
 
     def key(self, name: str) -> str:
-        return f"{self.prefix}:metrics:{name}"
+        return f"{self._base}:{name}"
 
     @property
     def names_key(self) -> str:
-        return f"{self.prefix}:metrics:names"
+        return f"{self._base}:names"
 
     def incr(self, name: str, labels: Labels, n: int = 1) -> None:
         self.incr_many([(name, labels, n)])

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import redis
 from redis.exceptions import NoScriptError
 
+from worker.adapters import keys
 from worker.adapters.task_ledger import TaskLedger
 
 CUSTOMER = "customer"
@@ -61,16 +62,16 @@ class QueuedSync:
 
 class PendingSyncs:
     def __init__(
-        self, client: redis.Redis, prefix: str = "ipk", ttl_seconds: int = DEFAULT_TTL_SECONDS
+        self, client: redis.Redis, prefix: str | None = None, ttl_seconds: int = DEFAULT_TTL_SECONDS
     ) -> None:
         self._redis = client
-        self._prefix = prefix
+        self._prefix = keys.key(keys.PENDING, prefix)
         self.ttl_seconds = ttl_seconds
         self._script_sha = hashlib.sha1(_CLAIM_AND_PUSH.encode()).hexdigest()
         self._ledger = TaskLedger(client, prefix)
 
     def key(self, kind: str, record_id: str) -> str:
-        return f"{self._prefix}:pending:{kind}:{record_id}"
+        return f"{self._prefix}:{kind}:{record_id}"
 
     def claim(self, kind: str, record_id: str) -> bool:
         """True when no sync of this record was pending: the caller must enqueue one."""

@@ -22,6 +22,7 @@ from typing import Any
 
 import redis
 
+from worker.adapters import keys
 from worker.core.errors import ConfigurationError, RateLimited
 
 BURST_WINDOW_SECONDS = 1.0
@@ -96,7 +97,7 @@ class RedisRateLimiter:
         account: str,
         limits: dict[str, tuple[int, int]],
         *,
-        prefix: str = "ipk",
+        prefix: str | None = None,
         margin_seconds: float = 0.1,
         max_wait_seconds: float = 30.0,
         sleep: Callable[[float], None] = time.sleep,
@@ -110,7 +111,7 @@ class RedisRateLimiter:
         self._client = client
         self._account = account
         self._limits = dict(limits)
-        self._prefix = prefix
+        self._prefix = keys.key(keys.RATE_LIMIT, prefix)
         self._burst_window_us = round((BURST_WINDOW_SECONDS + margin_seconds) * MICROS)
         self._steady_window_us = round((STEADY_WINDOW_SECONDS + margin_seconds) * MICROS)
         self._max_wait = max_wait_seconds
@@ -179,4 +180,4 @@ class RedisRateLimiter:
     def _key(self, tier: str, part: str) -> str:
         # The braces make the three keys of a bucket share one Redis Cluster hash slot,
         # which a script touching all of them needs.
-        return f"{self._prefix}:ratelimit:{{{self._account}:{tier}}}:{part}"
+        return f"{self._prefix}:{{{self._account}:{tier}}}:{part}"

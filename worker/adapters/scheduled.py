@@ -25,6 +25,7 @@ from typing import Any, cast
 
 import redis
 
+from worker.adapters import keys
 from worker.adapters.task_ledger import LedgerEntry, TaskLedger
 
 # KEYS: set, entries, subjects, ledger hash, ledger due set.
@@ -97,11 +98,11 @@ def subject_of(step: str, record_id: str) -> str:
 
 
 class ScheduledSteps:
-    def __init__(self, client: redis.Redis, prefix: str = "ipk") -> None:
+    def __init__(self, client: redis.Redis, prefix: str | None = None) -> None:
         self._redis = client
-        self.key = f"{prefix}:scheduled"
-        self.entries_key = f"{prefix}:scheduled:entries"
-        self.subjects_key = f"{prefix}:scheduled:subjects"
+        self.key = keys.key(keys.SCHEDULED, prefix)
+        self.entries_key = f"{self.key}:entries"
+        self.subjects_key = f"{self.key}:subjects"
         self._ledger = TaskLedger(client, prefix)
         self._schedule = client.register_script(_SCHEDULE)
         self._move_due = client.register_script(_MOVE_DUE)

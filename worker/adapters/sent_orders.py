@@ -12,6 +12,7 @@ from typing import cast
 
 import redis
 
+from worker.adapters import keys
 from worker.adapters.links import require_decoded
 from worker.core.transaction_service import PLACED
 from worker.core.transactions import CANCELLED, REFUNDED
@@ -20,10 +21,10 @@ KINDS = (PLACED, CANCELLED, REFUNDED)
 
 
 class SentOrderStore:
-    def __init__(self, client: redis.Redis, prefix: str = "ipk") -> None:
+    def __init__(self, client: redis.Redis, prefix: str | None = None) -> None:
         require_decoded(client)
         self._redis = client
-        self.key = f"{prefix}:orders:sent"
+        self.key = keys.key(keys.SENT_ORDERS, prefix)
 
     def sent(self, transaction_id: str) -> set[str]:
         found = cast(list[int], self._redis.smismember(

@@ -29,6 +29,7 @@ from typing import Any, cast
 
 import redis
 
+from worker.adapters import keys
 from worker.adapters.links import require_decoded
 from worker.core.batch_outcomes import QueuedItem
 from worker.core.errors import FieldError
@@ -126,12 +127,12 @@ class InFlight:
 
 
 class SubscriptionBuffer:
-    def __init__(self, client: redis.Redis, prefix: str = "ipk", *,
+    def __init__(self, client: redis.Redis, prefix: str | None = None, *,
                  ttl_seconds: int = 24 * 3600, settled_keep_seconds: int = 3600,
                  now: Clock = time.time) -> None:
         require_decoded(client)
         self._redis = client
-        self._prefix = f"{prefix}:subs"
+        self._prefix = keys.key(keys.SUBSCRIPTIONS, prefix)
         self.ttl_seconds = ttl_seconds
         self.settled_keep_seconds = settled_keep_seconds
         self._now = now

@@ -23,6 +23,8 @@ from typing import Any, cast
 
 import redis
 
+from worker.adapters import keys
+
 # KEYS: hash, due set. ARGV: task id, due time, new entry JSON or ''.
 # Only an entry still open is postponed: one that finished meanwhile stays finished.
 _POSTPONE = """
@@ -54,11 +56,11 @@ class LedgerEntry:
 
 
 class TaskLedger:
-    def __init__(self, client: redis.Redis, prefix: str = "ipk", *,
+    def __init__(self, client: redis.Redis, prefix: str | None = None, *,
                  now: Callable[[], float] | None = None) -> None:
         self._redis = client
-        self.key = f"{prefix}:ledger"
-        self.due_key = f"{prefix}:ledger:due"
+        self.key = keys.key(keys.LEDGER, prefix)
+        self.due_key = f"{self.key}:due"
         self._now = now or time.time
         self._postpone = client.register_script(_POSTPONE)
 

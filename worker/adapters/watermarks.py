@@ -7,13 +7,14 @@ from typing import cast
 
 import redis
 
+from worker.adapters import keys
 from worker.core.reconcile import format_time, parse_time
 
 
 class WatermarkStore:
-    def __init__(self, client: redis.Redis, prefix: str = "ipk") -> None:
+    def __init__(self, client: redis.Redis, prefix: str | None = None) -> None:
         self._redis = client
-        self._prefix = f"{prefix}:reconcile:watermark:"
+        self._prefix = keys.key(keys.WATERMARKS + ":", prefix)
 
     def get(self, kind: str) -> datetime | None:
         return parse_time(cast(str | None, self._redis.get(self._prefix + kind)))
