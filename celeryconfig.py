@@ -1,6 +1,6 @@
 """Celery configuration (the design card's ``celeryconfig.py``).
 
-Read by ``worker.celery_app`` with ``config_from_object``. Values come from the same
+Read by ``worker.tasks.celery_app`` with ``config_from_object``. Values come from the same
 environment variables as the rest of the service; nothing connects at import time.
 """
 

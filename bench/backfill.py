@@ -26,7 +26,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from producers.embedded_redis import start_redis  # noqa: E402
+from sandbox.embedded_redis import start_redis  # noqa: E402
 from worker.core.rate_limits import scaled_limits  # noqa: E402
 
 

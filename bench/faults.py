@@ -28,11 +28,11 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from producers.embedded_redis import start_redis
-from producers.local_stack import LocalStack
 from producers.manual_sync import enqueue_customer
 from sandbox.__main__ import synthetic_customer
+from sandbox.embedded_redis import start_redis
 from sandbox.klaviyo_faults import PROFILE_OPERATIONS, RandomFaults
+from sandbox.local_stack import LocalStack
 from worker.adapters.dead_letters import DeadLetterStore
 from worker.adapters.history import HistoryStore
 from worker.adapters.scheduled import ScheduledSteps

@@ -27,9 +27,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from producers.embedded_redis import start_redis
-from producers.local_stack import LocalStack
 from sandbox.__main__ import synthetic_customer
+from sandbox.embedded_redis import start_redis
+from sandbox.local_stack import LocalStack
 from worker.adapters.dead_letters import DeadLetterStore
 from worker.core.rate_limits import TIERS, scaled_limits
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import redis
 
-from producers.embedded_redis import start_redis
+from sandbox.embedded_redis import start_redis
 
 API_KEY = "bench-webhook-key"
 QUEUE = "profiles"
@@ -132,8 +132,8 @@ def apply_async_ceiling(redis_url: str, count: int) -> tuple[float, float]:
     notification, one process each."""
     from producers.intake import build_intake
     from producers.webhook_parsing import CUSTOMER, SyncRequest
-    from worker.celery_app import use_redis
-    from worker.tasks import sync_customer
+    from worker.tasks.celery_app import use_redis
+    from worker.tasks.steps import sync_customer
 
     use_redis(redis_url)
     began = time.perf_counter()

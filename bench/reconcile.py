@@ -24,17 +24,16 @@ from datetime import UTC, datetime, timedelta
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from producers.embedded_redis import start_redis  # noqa: E402
-from producers.local_stack import LocalStack  # noqa: E402
-from producers.reconcile import ReconcileOptions, Reconciler  # noqa: E402
+from sandbox.embedded_redis import start_redis  # noqa: E402
+from sandbox.local_stack import LocalStack  # noqa: E402
 from sandbox.samples import customer  # noqa: E402
 from worker import bootstrap  # noqa: E402
-from worker.adapters.fingerprints import FingerprintStore  # noqa: E402
 from worker.adapters.history import HistoryStore  # noqa: E402
-from worker.adapters.watermarks import WatermarkStore  # noqa: E402
+from worker.adapters.stores import FingerprintStore, WatermarkStore  # noqa: E402
 from worker.config import Settings  # noqa: E402
 from worker.core.reconcile import CUSTOMERS, format_time  # noqa: E402
-from worker.core.sync_service import build_profile_payload  # noqa: E402
+from worker.services.reconcile import ReconcileOptions, Reconciler  # noqa: E402
+from worker.services.sync_service import build_profile_payload  # noqa: E402
 
 LONG_AGO = datetime.now(UTC) - timedelta(days=3)
 CHUNK = 5000

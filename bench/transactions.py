@@ -21,14 +21,14 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from producers.embedded_redis import start_redis  # noqa: E402
-from producers.local_stack import LocalStack  # noqa: E402
-from producers.transaction_backfill import (  # noqa: E402
+from sandbox.embedded_redis import start_redis  # noqa: E402
+from sandbox.local_stack import LocalStack  # noqa: E402
+from sandbox.transaction_samples import order  # noqa: E402
+from worker import bootstrap  # noqa: E402
+from worker.services.transaction_backfill import (  # noqa: E402
     TransactionBackfill,
     TransactionBackfillOptions,
 )
-from sandbox.transaction_samples import order  # noqa: E402
-from worker import bootstrap  # noqa: E402
 
 
 def run(orders: int, lines: int) -> dict[str, float | int]:

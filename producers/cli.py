@@ -12,9 +12,10 @@ from worker.core.errors import ConfigurationError
 
 
 def cmd_worker(args: argparse.Namespace, extra: list[str]) -> int:
+    # Imported per command: the CLI loads only what the command runs.
     from celeryconfig import QUEUES, RECONCILE_QUEUE
     from worker import bootstrap
-    from worker.celery_app import app
+    from worker.tasks.celery_app import app
 
     bootstrap.check_configuration()
     argv = ["worker", "-Q", ",".join((*QUEUES, RECONCILE_QUEUE)), "--loglevel=INFO", *extra]
@@ -23,6 +24,7 @@ def cmd_worker(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
+    # Imported per command: the CLI loads only what the command runs.
     from worker import bootstrap
 
     if args.transaction:
@@ -62,18 +64,21 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 
 def cmd_shell(args: argparse.Namespace) -> int:
+    # Imported per command: the CLI loads only what the command runs.
     from producers.shell import run_shell
 
     return run_shell()
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    # Imported per command: the CLI loads only what the command runs.
     from producers.serve import serve
 
     return serve(host=args.host, port=args.port, workers=args.workers)
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
+    # Imported per command: the CLI loads only what the command runs.
     from producers.metrics_server import serve_metrics
 
     return serve_metrics(host=args.host, port=args.port)
@@ -81,12 +86,13 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
 def cmd_backfill(args: argparse.Namespace) -> int:
     if args.transactions:
+        # Imported per command: the CLI loads only what the command runs.
         from producers.transaction_commands import backfill_transactions
 
         return backfill_transactions(args)
-    from producers.backfill import Backfill, BackfillOptions
     from worker import bootstrap
-    from worker.link_tasks import write_back_links
+    from worker.services.backfill import Backfill, BackfillOptions
+    from worker.tasks.links import write_back_links
 
     c = bootstrap.container()
 
@@ -107,6 +113,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
+    # Imported per command: the CLI loads only what the command runs.
     from producers.reconcile_command import reconcile_command
 
     return reconcile_command(since=args.since, once=args.once, transactions=args.transactions,
@@ -114,12 +121,14 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 
 
 def cmd_beat(args: argparse.Namespace, extra: list[str]) -> int:
+    # Imported per command: the CLI loads only what the command runs.
     from producers.reconcile_command import beat_command
 
     return beat_command(extra)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    # Imported per command: the CLI loads only what the command runs.
     from producers.demo import run_demo
 
     try:

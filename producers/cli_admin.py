@@ -10,6 +10,7 @@ from producers.cli_output import EXIT_OK, EXIT_REJECTED, EXIT_USAGE, print_json
 
 
 def _stores() -> tuple[Any, Any, Any, Any]:
+    # Imported per command: the CLI loads only what the command runs.
     from worker import bootstrap
     from worker.adapters.dead_letters import DeadLetterStore
     from worker.adapters.history import HistoryStore
@@ -28,6 +29,7 @@ def _stores() -> tuple[Any, Any, Any, Any]:
 
 def cmd_status(args: argparse.Namespace) -> int:
     if args.transaction:
+        # Imported per command: the CLI loads only what the command runs.
         from producers.transaction_commands import transaction_status
 
         return transaction_status(str(args.id), args.json)
@@ -58,13 +60,16 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _clock(epoch: float) -> str:
+    # Imported per command: the CLI loads only what the command runs.
     from datetime import UTC, datetime
 
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
 
 
 def _cmd_dlq_select(args: argparse.Namespace, dead_letters: Any) -> int:
-    from producers import replay
+    # Imported per command: the CLI loads only what the command runs.
+    from worker.services import replay
+    from worker.tasks.replay import enqueue_replay
 
     try:
         entries, missing = replay.select(dead_letters, ids=args.ids or None, all=args.all,
@@ -85,7 +90,7 @@ def _cmd_dlq_select(args: argparse.Namespace, dead_letters: Any) -> int:
         left = f", {kept} left (failed again since selected, or already gone)" if kept else ""
         print(f"{purged} purged{left}")
         return EXIT_REJECTED if missing else EXIT_OK
-    report = replay.replay(dead_letters, entries, enqueue=replay.default_enqueue)
+    report = replay.replay(dead_letters, entries, enqueue=enqueue_replay)
     for line in report.lines():
         print(line)
     print(report.summary)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import time
 import uuid
 
-from producers.embedded_redis import start_redis
-from producers.local_stack import LocalStack
+from sandbox.embedded_redis import start_redis
 from sandbox.klaviyo_sandbox import KlaviyoSandbox
+from sandbox.local_stack import LocalStack
 from sandbox.samples import SEED_LIST, SampleCase, sample_cases
 
 

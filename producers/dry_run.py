@@ -15,13 +15,13 @@ from urllib.parse import urlsplit
 import requests
 
 from worker.adapters.http import HttpAdapter
-from worker.adapters.klaviyo import KlaviyoClient
+from worker.adapters.klaviyo.client import KlaviyoClient
 from worker.bootstrap import Container
 from worker.core.classify import Classification, Verdict
 from worker.core.errors import FinalError
 from worker.core.model import ListRef
-from worker.core.subscription_step import sync_subscriptions
-from worker.core.sync_service import Ports, sync_address, sync_profile
+from worker.services.subscription_step import sync_subscriptions
+from worker.services.sync_service import Ports, sync_address, sync_profile
 
 NEW_PROFILE = "(new profile)"
 

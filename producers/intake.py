@@ -13,7 +13,6 @@ turns into a fast 503 (iPaaS.com delivers again later) instead of a hung request
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,24 +21,15 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from producers.webhook_parsing import CUSTOMER, TRANSACTION, SyncRequest
+from producers.webhook_parsing import TRANSACTION, SyncRequest
 from worker import bootstrap
-from worker.adapters.broker import TaskMessages as BrokerMessages
-from worker.adapters.broker import queue_key
-from worker.adapters.pending import PendingSyncs, QueuedSync
-from worker.adapters.task_ledger import LedgerEntry
+from worker.adapters.pending import PendingSyncs, QueuedSync, SyncMessages
 
 CONNECT_TIMEOUT_SECONDS = 0.5
 SOCKET_TIMEOUT_SECONDS = 2.0
 # Records claimed per round trip. A body at the size limit can hold ~30,000 notifications of
 # ~2 KB task messages each: built and sent all at once, that is tens of megabytes in memory.
 SUBMIT_BATCH = 1000
-
-# Kind of record → (Celery task name, keyword that carries the record id).
-TASKS: dict[str, tuple[str, str]] = {
-    CUSTOMER: ("ipaas_klaviyo.sync_customer", "customer_id"),
-    TRANSACTION: ("ipaas_klaviyo.sync_transaction", "transaction_id"),
-}
 
 logger = logging.getLogger("ipaas_klaviyo.receiver")
 
@@ -55,24 +45,11 @@ class SubmitResult:
     ignored: int = 0  # transactions while GENERATE_EVENTS is off: acknowledged, not queued
 
 
-class TaskMessages:
-    """Webhook and reconcile syncs as queued messages (worker/adapters/broker.py builds the
-    message), each with its task-ledger entry. ``ignore_result``: nobody waits on a webhook's
-    task (its outcome goes to the history store), so the worker stores no result for it."""
-
-    def __init__(self, lost_task_after_seconds: float = 300.0) -> None:
-        self._messages = BrokerMessages()
-        # When the lost-task sweep starts looking for a message nobody finished.
-        self.lost_task_after_seconds = lost_task_after_seconds
+class TaskMessages(SyncMessages):
+    """The receiver's notifications as queued syncs (worker/adapters/pending.py)."""
 
     def build(self, request: SyncRequest) -> QueuedSync:
-        task_name, id_keyword = TASKS[request.kind]
-        kwargs = {id_keyword: request.record_id, "tracking_guid": request.tracking_guid}
-        task_id, queue, message = self._messages.build(task_name, kwargs, ignore_result=True)
-        entry = LedgerEntry(task_name, queue, kwargs)
-        return QueuedSync(request.kind, request.record_id, queue_key(queue), message,
-                          task_id=task_id, ledger_entry=entry.encode(),
-                          due_at=time.time() + self.lost_task_after_seconds)
+        return self.sync(request.kind, request.record_id, request.tracking_guid)
 
 
 class Intake:

@@ -7,9 +7,9 @@ from typing import Any
 
 from celery.result import AsyncResult
 
-from worker.celery_app import app
-from worker.dispatch import send_step
-from worker.tasks import sync_customer
+from worker.tasks.celery_app import app
+from worker.tasks.dispatch import send_step
+from worker.tasks.steps import sync_customer
 
 
 def enqueue_customer(customer_id: str, tracking_guid: str | None = None, *,

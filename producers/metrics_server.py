@@ -26,7 +26,9 @@ from prometheus_client.registry import Collector
 
 from worker import bootstrap
 from worker.adapters import keys
+from worker.adapters.broker import queue_depths
 from worker.adapters.metrics import COUNTERS, Metrics
+from worker.adapters.scheduled import ScheduledSteps
 from worker.adapters.task_ledger import TaskLedger
 from worker.config import Settings
 
@@ -75,9 +77,8 @@ class RedisCollector(Collector):
         yield from self._gauges()
 
     def _gauges(self) -> Iterable[Any]:
+        # Imported here: celeryconfig reads the settings when it is imported.
         from celeryconfig import QUEUES
-        from worker.adapters.broker import queue_depths
-        from worker.adapters.scheduled import ScheduledSteps
 
         depths = GaugeMetricFamily(
             f"{NAMESPACE}_queue_depth",
@@ -159,6 +160,7 @@ class _QuietHandler(WSGIRequestHandler):
 def serve_metrics(host: str = "0.0.0.0", port: int = DEFAULT_PORT,
                   env: Mapping[str, str] | None = None) -> int:
     """``ipaas-klaviyo metrics``: serve the exposition until interrupted."""
+    # Imported per command: the CLI loads only what the command runs.
     from producers.intake import redis_client
 
     settings = bootstrap.settings() if env is None else Settings.from_env(env)

@@ -24,7 +24,8 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUSY = 0, 1, 2, 3
 def parse_since_option(text: str) -> datetime:
     """``--since``: an ISO-8601 time (no offset means UTC) or a span back from now (30m,
     2h, 7d). Raises ValueError with a usage message."""
-    from producers.replay import SelectionError, parse_since
+    # Imported per command: the CLI loads only what the command runs.
+    from worker.services.replay import SelectionError, parse_since
 
     try:
         moment = parse_time(parse_since(text))
@@ -39,8 +40,9 @@ def reconcile_command(*, since: str | None, once: bool, transactions: bool,
                       full_scan: bool = False, out: TextIO = sys.stdout,
                       err: TextIO = sys.stderr,
                       sleep: Callable[[float], None] = time.sleep) -> int:
-    from producers.reconcile import ReconcileBusy, ReconcileOptions, Reconciler
+    # Imported per command: the CLI loads only what the command runs.
     from worker import bootstrap
+    from worker.services.reconcile import ReconcileBusy, ReconcileOptions, Reconciler
 
     try:
         since_at = parse_since_option(since) if since else None
@@ -84,8 +86,9 @@ def reconcile_command(*, since: str | None, once: bool, transactions: bool,
 
 def beat_command(extra: list[str]) -> int:
     """Celery beat with the reconcile schedule (celeryconfig.beat_schedule)."""
+    # Imported per command: the CLI loads only what the command runs.
     from worker import bootstrap
-    from worker.celery_app import app
+    from worker.tasks.celery_app import app
 
     bootstrap.check_configuration()
     app.start(["beat", "--loglevel=INFO", *extra])

@@ -61,6 +61,7 @@ class ReceiverApplication(BaseApplication):
         # Runs in each worker after the fork: Sentry starts per process.
         app: Any = WebhookReceiver(self.settings)
         if init_sentry(bootstrap.settings(), "receiver"):
+            # Only with Sentry on (SENTRY_DSN): sentry-sdk's WSGI wrapper.
             from sentry_sdk.integrations.wsgi import SentryWsgiMiddleware
 
             app = SentryWsgiMiddleware(app)

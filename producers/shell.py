@@ -14,13 +14,14 @@ from typing import Any
 
 import redis
 
-from producers import replay as replaying
 from worker import bootstrap
 from worker.adapters.dead_letters import DeadLetterStore
 from worker.adapters.history import HistoryStore
 from worker.adapters.links import LinkStore
 from worker.adapters.task_ledger import TaskLedger
 from worker.config import Settings
+from worker.services import replay as replaying
+from worker.tasks.replay import enqueue_replay
 
 HELP = (
     ("dlq", "the dead-letter store: dlq.list(), dlq.get(id), dlq.count(), dlq.trim()"),
@@ -74,6 +75,7 @@ class Stores:
 def queue_depths(client: redis.Redis) -> dict[str, int]:
     """Messages waiting per Celery queue, ``unacked`` (held by workers: running or
     prefetched) and ``retrying`` (steps waiting out a retry in the scheduled set)."""
+    # Imported when used: celeryconfig reads the settings and Celery connects lazily.
     from celeryconfig import QUEUES
     from worker.adapters.broker import queue_depths as broker_depths
     from worker.adapters.scheduled import ScheduledSteps
@@ -105,7 +107,7 @@ def build_namespace(source: Any) -> dict[str, Any]:
                all: bool = False) -> replaying.ReplayReport:
         """Re-enqueue entries through their own task; each leaves the store once queued."""
         report = replaying.replay(store, _selected(ids, reason, since, all),
-                                  enqueue=replaying.default_enqueue)
+                                  enqueue=enqueue_replay)
         print("\n".join([*report.lines(), report.summary]))
         return report
 
@@ -116,6 +118,7 @@ def build_namespace(source: Any) -> dict[str, Any]:
 
     def sync(*customer_ids: str, wait: bool = False) -> dict[str, Any]:
         """Enqueue customers: their task ids, or with wait=True each step's outcome."""
+        # Imported when used: celeryconfig reads the settings and Celery connects lazily.
         from producers.manual_sync import enqueue_customer, wait_for_steps
 
         queued = {str(cid): enqueue_customer(str(cid)) for cid in customer_ids}
@@ -163,7 +166,8 @@ def build_namespace(source: Any) -> dict[str, Any]:
 
 def run_shell(settings: Settings | None = None) -> int:
     settings = settings or bootstrap.settings()
-    from worker.celery_app import app, use_redis
+    # Imported when used: celeryconfig reads the settings and Celery connects lazily.
+    from worker.tasks.celery_app import app, use_redis
 
     if app.conf.broker_url != settings.redis_url:
         use_redis(settings.redis_url)  # enqueue where the stores live

@@ -12,12 +12,13 @@ EXIT_OK, EXIT_REJECTED = 0, 1
 
 
 def sync_transactions(args: argparse.Namespace) -> int:
+    # Imported per command: the CLI loads only what the command runs.
     from worker import bootstrap
 
     if args.dry_run:
         return _dry_run([str(t) for t in args.ids])
-    from worker.dispatch import send_step
-    from worker.transaction_tasks import sync_transaction
+    from worker.tasks.dispatch import send_step
+    from worker.tasks.transactions import sync_transaction
 
     bootstrap.check_configuration()
     results = [(str(t), send_step(sync_transaction, {"transaction_id": str(t)}))
@@ -44,13 +45,14 @@ def sync_transactions(args: argparse.Namespace) -> int:
 
 def _dry_run(transaction_ids: list[str]) -> int:
     """The events each transaction would send, and its validation result; writes nothing."""
+    # Imported per command: the CLI loads only what the command runs.
     from datetime import UTC, datetime
 
     from worker import bootstrap
     from worker.core.errors import FinalError
     from worker.core.events import event_attributes
-    from worker.core.transaction_service import events_due
     from worker.core.transactions import validate_transaction
+    from worker.services.transaction_service import events_due
 
     c = bootstrap.container()
     settings = c.transaction_settings
@@ -76,8 +78,9 @@ def _dry_run(transaction_ids: list[str]) -> int:
 
 
 def backfill_transactions(args: argparse.Namespace) -> int:
-    from producers.transaction_backfill import TransactionBackfill, TransactionBackfillOptions
+    # Imported per command: the CLI loads only what the command runs.
     from worker import bootstrap
+    from worker.services.transaction_backfill import TransactionBackfill, TransactionBackfillOptions
 
     c = bootstrap.container()
     options = TransactionBackfillOptions(path=args.file, restart=args.restart,
@@ -92,9 +95,10 @@ def backfill_transactions(args: argparse.Namespace) -> int:
 
 
 def transaction_status(transaction_id: str, as_json: bool) -> int:
+    # Imported per command: the CLI loads only what the command runs.
     from worker import bootstrap
     from worker.adapters.scheduled import ScheduledSteps
-    from worker.transaction_tasks import history_subject
+    from worker.tasks.transactions import history_subject
 
     c = bootstrap.container()
     entry = c.dead_letters.get(f"transaction:{transaction_id}")

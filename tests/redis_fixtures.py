@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from producers.embedded_redis import EmbeddedRedis, start_redis
+from sandbox.embedded_redis import EmbeddedRedis, start_redis
 
 
 @pytest.fixture(scope="session")

@@ -16,27 +16,26 @@ import requests
 from worker import __version__
 from worker.adapters import keys
 from worker.adapters.dead_letters import DeadLetterStore
-from worker.adapters.fingerprints import FingerprintStore
 from worker.adapters.history import HistoryStore
 from worker.adapters.http import HttpAdapter
 from worker.adapters.ipaas import IpaasClient
-from worker.adapters.klaviyo import KlaviyoClient
-from worker.adapters.klaviyo_bulk import KlaviyoBulkImports
-from worker.adapters.klaviyo_events import KlaviyoEvents
+from worker.adapters.klaviyo.bulk import KlaviyoBulkImports
+from worker.adapters.klaviyo.client import KlaviyoClient
+from worker.adapters.klaviyo.events import KlaviyoEvents
 from worker.adapters.links import LinkStore
 from worker.adapters.list_directory import CachedListDirectory
 from worker.adapters.metrics import CountingLimiter, Metrics
 from worker.adapters.rate_limited_http import RateLimitedHttp
 from worker.adapters.rate_limiter import RedisRateLimiter, account_id
-from worker.adapters.sent_orders import SentOrderStore
+from worker.adapters.stores import FingerprintStore, SentOrderStore
 from worker.config import Settings
 from worker.core.errors import ConfigurationError
 from worker.core.events import EventSettings
 from worker.core.mapping import MappingCollections, load_mapping
 from worker.core.rate_limits import effective_limits, parse_limits
 from worker.core.retry import RetryPolicy
-from worker.core.sync_service import Ports
-from worker.core.transaction_service import TransactionPorts, TransactionSettings
+from worker.services.sync_service import Ports
+from worker.services.transaction_service import TransactionPorts, TransactionSettings
 
 REQUIRED_FOR_SYNC = ("klaviyo_api_key", "ipaas_api_token", "ipaas_system_id")
 

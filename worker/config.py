@@ -124,7 +124,7 @@ class Settings:
     # HARD_LIMIT_GRACE_SECONDS later its process is killed. Long work is cut into slices.
     task_time_limit_seconds: float = 60.0
     # A step sent this long ago (or last retried) without an outcome is looked for in the
-    # broker and sent again if the broker lost it (worker/lost_tasks.py).
+    # broker and sent again if the broker lost it (worker/tasks/lost_tasks.py).
     lost_task_after_seconds: float = 90.0
     # Klaviyo limits per tier, e.g. "L=75/750,M=10/150" (burst per second / steady per
     # minute) for accounts whose tiers differ from the published ones; empty: published.

@@ -48,6 +48,7 @@ def install_masking(logger: logging.Logger | None = None) -> int:
 def mask_celery_logs() -> None:
     """Masks the worker's logs: Celery configures its loggers as it starts, so the filter is
     installed by its after-setup signals."""
+    # Imported when used: the receiver masks its logs without loading Celery.
     from celery.signals import after_setup_logger, after_setup_task_logger
 
     def on_setup(logger: logging.Logger | None = None, **_: Any) -> None:

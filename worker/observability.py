@@ -56,6 +56,7 @@ def init_sentry(settings: Settings, component: str, **overrides: Any) -> bool:
     global _initialised
     if not settings.sentry_dsn.value:
         return False
+    # Only with Sentry on (SENTRY_DSN): sentry-sdk is not loaded otherwise.
     import sentry_sdk
     from sentry_sdk.integrations.celery import CeleryIntegration
     from sentry_sdk.integrations.logging import LoggingIntegration
@@ -86,6 +87,7 @@ def step_scope(customer_id: str, tracking_guid: str | None, step: str) -> Iterat
     if not _initialised:
         yield
         return
+    # Only with Sentry on (SENTRY_DSN): sentry-sdk is not loaded otherwise.
     import sentry_sdk
 
     with sentry_sdk.new_scope() as scope:

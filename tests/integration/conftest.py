@@ -11,10 +11,10 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 
-from producers.embedded_redis import EmbeddedRedis
-from producers.local_stack import LocalStack
+from sandbox.embedded_redis import EmbeddedRedis
+from sandbox.local_stack import LocalStack
 from tests.contract.openapi_contract import violations
-from worker.celery_app import app
+from worker.tasks.celery_app import app
 
 
 @pytest.fixture(scope="module")

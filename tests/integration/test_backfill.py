@@ -13,15 +13,15 @@ from typing import Any
 
 import pytest
 
-from producers.backfill import Backfill, BackfillOptions
-from producers.local_stack import LocalStack
 from sandbox.klaviyo_faults import Fault
+from sandbox.local_stack import LocalStack
 from sandbox.samples import customer
 from tests.contract.openapi_contract import violations
 from worker import bootstrap
 from worker.adapters.dead_letters import DeadLetterStore
 from worker.config import Settings
 from worker.core.errors import FinalError
+from worker.services.backfill import Backfill, BackfillOptions
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from producers.demo import consent_state
-from producers.local_stack import LocalStack
 from producers.manual_sync import enqueue_customer
+from sandbox.local_stack import LocalStack
 from sandbox.samples import DOUBLE_OPT_IN_LIST, SEED_LIST, customer
 from tests.contract.openapi_contract import violations
 from tests.integration.conftest import StackFactory

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from producers.local_stack import LocalStack
 from producers.manual_sync import enqueue_customer, wait_for_steps
+from sandbox.local_stack import LocalStack
 from sandbox.samples import DOUBLE_OPT_IN_LIST, SEED_LIST, SampleCase, sample_cases
 from worker.adapters.dead_letters import DeadLetterStore
 from worker.adapters.links import LinkStore

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from producers.embedded_redis import EmbeddedRedis, find_redis_server, start_redis
+from sandbox.embedded_redis import EmbeddedRedis, find_redis_server, start_redis
 
 pytestmark = pytest.mark.integration
 

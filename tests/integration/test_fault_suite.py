@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from producers.local_stack import LocalStack
 from producers.manual_sync import enqueue_customer
 from sandbox.klaviyo_faults import PROFILE_OPERATIONS, RandomFaults
+from sandbox.local_stack import LocalStack
 from sandbox.samples import customer
 from worker.adapters.dead_letters import DeadLetterStore
 from worker.adapters.history import HistoryStore

@@ -17,8 +17,7 @@ from sandbox.klaviyo_faults import Fault
 from sandbox.klaviyo_sandbox import KlaviyoSandbox
 from tests.contract.openapi_contract import violations
 from worker.adapters.http import HttpAdapter
-from worker.adapters.klaviyo import KlaviyoClient
-from worker.adapters.klaviyo_bulk import (
+from worker.adapters.klaviyo.bulk import (
     ENVELOPE_HEADROOM,
     BulkRowsRejected,
     ImportJob,
@@ -26,6 +25,7 @@ from worker.adapters.klaviyo_bulk import (
     chunk_profiles,
     job_document,
 )
+from worker.adapters.klaviyo.client import KlaviyoClient
 from worker.core.errors import KlaviyoRejected, RetryableError, ThrottledError
 
 API_KEY = "pk_test_0123456789abcdef"

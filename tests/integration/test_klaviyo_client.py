@@ -18,7 +18,7 @@ from sandbox.httpserver import Request, Response
 from sandbox.klaviyo_sandbox import KlaviyoSandbox
 from tests.contract.openapi_contract import violations
 from worker.adapters.http import HttpAdapter
-from worker.adapters.klaviyo import KlaviyoClient, KlaviyoList, SubscriptionTarget
+from worker.adapters.klaviyo.client import KlaviyoClient, KlaviyoList, SubscriptionTarget
 from worker.adapters.list_directory import CachedListDirectory
 from worker.core import reasons
 from worker.core.errors import (

@@ -20,11 +20,11 @@ from producers.manual_sync import enqueue_customer
 from sandbox.samples import customer
 from tests.integration.conftest import StackFactory
 from tests.support import steps_of, wait_until
-from worker.adapters.broker_scan import UNACKED_KEY, BrokerScan
+from worker.adapters.broker import UNACKED_KEY, BrokerScan
 from worker.adapters.metrics import Metrics
 from worker.adapters.scheduled import ScheduledSteps
 from worker.adapters.task_ledger import LedgerEntry, TaskLedger
-from worker.lost_tasks import sweep_lost_tasks
+from worker.tasks.lost_tasks import sweep_lost_tasks
 
 SYNC = "ipaas_klaviyo.sync_customer"
 
@@ -51,7 +51,7 @@ def test_sweep_resends_only_what_is_neither_queued_nor_unacknowledged(
     unacked = enqueue_customer("2")
     # A consumer takes the second message and does not acknowledge it, as a worker running
     # the task does: kombu moves it to the unacked hash.
-    from worker.celery_app import app
+    from worker.tasks.celery_app import app
 
     with app.connection_for_read() as conn:
         simple = conn.SimpleQueue("profiles")

@@ -22,11 +22,11 @@ import redis
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from producers.local_stack import LocalStack
 from producers.manual_sync import enqueue_customer, wait_for_steps
 from producers.metrics_server import exposition
 from producers.receiver import ReceiverSettings, WebhookReceiver
 from sandbox.httpserver import Response, SandboxServer
+from sandbox.local_stack import LocalStack
 from sandbox.samples import sample_cases
 from tests.support import free_port
 from worker.adapters.dead_letters import DeadLetterStore
@@ -267,7 +267,7 @@ def test_worker_counts_steps_and_klaviyo_calls(stack: LocalStack) -> None:
     outcomes = wait_for_steps(enqueue_customer(case.customer_id), timeout=60)
     client = redis.Redis.from_url(stack.redis_url, decode_responses=True)
     got = samples(exposition(client))
-    # The lists step may be settled by a batched flush (worker.batch_tasks), which counts
+    # The lists step may be settled by a batched flush (worker.tasks.subscriptions), which counts
     # its own outcomes; the per-customer steps are counted by run_step.
     counted = [o for o in outcomes if o["step"] in ("profile", "address")]
     assert {o["step"] for o in counted} == {"profile", "address"}

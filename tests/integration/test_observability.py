@@ -143,8 +143,8 @@ def test_log_lines_are_masked_and_ids_kept() -> None:
 
 
 def test_celery_logger_setup_installs_the_filter() -> None:
-    # worker.celery_app connects the handlers at import; Celery fires these as it starts.
-    import worker.celery_app  # noqa: F401
+    # worker.tasks.celery_app connects the handlers at import; Celery fires these as it starts.
+    import worker.tasks.celery_app  # noqa: F401
 
     logger, out = buffered_logger("ipaas_klaviyo.test_celery_masking")
     after_setup_logger.send(sender=None, logger=logger, loglevel=logging.INFO, logfile=None,

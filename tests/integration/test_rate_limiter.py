@@ -21,7 +21,7 @@ import requests
 from sandbox.httpserver import Request, Response, SandboxServer
 from sandbox.klaviyo_sandbox import KlaviyoSandbox
 from worker.adapters.http import HttpAdapter
-from worker.adapters.klaviyo import KlaviyoClient
+from worker.adapters.klaviyo.client import KlaviyoClient
 from worker.adapters.rate_limited_http import RateLimitedHttp
 from worker.adapters.rate_limiter import RedisRateLimiter, account_id
 from worker.core.errors import ConfigurationError, ThrottledError

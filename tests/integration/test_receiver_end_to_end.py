@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from producers.local_stack import LocalStack
+from sandbox.local_stack import LocalStack
 from sandbox.samples import sample_cases
 from tests.support import free_port
 from worker.adapters.history import HistoryStore

@@ -28,8 +28,8 @@ from typing import Any
 import pytest
 import redis
 
-from producers.embedded_redis import EmbeddedRedis
 from producers.receiver import DEFAULT_MAX_BODY_BYTES, WEBHOOK_PATH
+from sandbox.embedded_redis import EmbeddedRedis
 from tests.support import free_port
 
 pytestmark = pytest.mark.integration

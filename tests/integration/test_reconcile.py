@@ -15,21 +15,13 @@ from typing import Any
 
 import pytest
 
-from producers.local_stack import LocalStack
-from producers.reconcile import (
-    PAGE_RETRY,
-    ReconcileBusy,
-    ReconcileOptions,
-    Reconciler,
-    ReconcileReport,
-)
+from sandbox.local_stack import LocalStack
 from sandbox.samples import customer
 from tests.support import wait_settled
 from worker import bootstrap
-from worker.adapters.checkpoints import CheckpointStore
 from worker.adapters.history import HistoryStore
 from worker.adapters.locks import RedisLock
-from worker.adapters.watermarks import WatermarkStore
+from worker.adapters.stores import CheckpointStore, WatermarkStore
 from worker.config import Settings
 from worker.core.errors import RetryableError
 from worker.core.reconcile import (
@@ -38,6 +30,13 @@ from worker.core.reconcile import (
     FULL_SCAN,
     TRANSACTIONS,
     PassState,
+)
+from worker.services.reconcile import (
+    PAGE_RETRY,
+    ReconcileBusy,
+    ReconcileOptions,
+    Reconciler,
+    ReconcileReport,
 )
 
 LONG_AGO = datetime.now(UTC) - timedelta(days=3)
@@ -260,7 +259,7 @@ def test_command_prints_the_summary(local: LocalStack) -> None:
 
 
 def test_scheduled_task_runs_on_a_worker(local: LocalStack) -> None:
-    from worker.reconcile_task import reconcile
+    from worker.tasks.reconcile import reconcile
 
     seed(local, range(7000, 7003))
     WatermarkStore(local.redis()).set(CUSTOMERS, LONG_AGO - timedelta(days=1))

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from producers.local_stack import LocalStack
 from producers.manual_sync import enqueue_customer, wait_for_steps
 from sandbox.klaviyo_faults import Fault, body_contains
+from sandbox.local_stack import LocalStack
 from sandbox.samples import address, customer
 from tests.support import wait_settled
 from worker.adapters.dead_letters import DeadLetterStore
@@ -196,7 +196,7 @@ def test_an_address_entry_replays_through_apply_address_with_its_context(
 
 
 def test_the_worker_records_the_ids_an_address_replay_needs(stack: LocalStack) -> None:
-    # Needs run_step (worker/tasks.py) to pass context= when it dead-letters a step.
+    # Needs run_step (worker/tasks/steps.py) to pass context= when it dead-letters a step.
     first = sync_and_wait(stack, person(4142, addresses=[address(country="Atlantis")]))["4142"]
     profile_id = first["profile"]["profile_id"]
     entry = store(stack).get("address:4142")

@@ -25,8 +25,8 @@ from worker.adapters.dead_letters import DeadLetterStore
 from worker.adapters.history import HistoryStore
 from worker.adapters.scheduled import ScheduledSteps, Waiting
 from worker.adapters.task_ledger import LedgerEntry, TaskLedger
-from worker.dispatch import send_later
-from worker.scheduled_mover import move_due_steps
+from worker.tasks.dispatch import send_later
+from worker.tasks.scheduled_mover import move_due_steps
 
 SYNC = "ipaas_klaviyo.sync_customer"
 

@@ -14,16 +14,16 @@ from typing import Any
 import pytest
 import redis
 
-from producers.embedded_redis import EmbeddedRedis
-from producers.local_stack import LocalStack
-from producers.replay import ReplayReport, SelectionError
 from producers.shell import HELP, build_namespace
+from sandbox.embedded_redis import EmbeddedRedis
+from sandbox.local_stack import LocalStack
 from sandbox.samples import customer
 from worker.adapters.history import HistoryStore
 from worker.adapters.links import LinkStore
 from worker.adapters.scheduled import ScheduledSteps, Waiting
 from worker.adapters.task_ledger import LedgerEntry, TaskLedger
 from worker.config import Settings
+from worker.services.replay import ReplayReport, SelectionError
 
 pytestmark = pytest.mark.integration
 

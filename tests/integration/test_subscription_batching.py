@@ -8,10 +8,10 @@ import threading
 import time
 from pathlib import Path
 
-from producers.local_stack import LocalStack
 from producers.manual_sync import enqueue_customer
 from sandbox.httpserver import Request, Response
 from sandbox.klaviyo_faults import Fault, error_response
+from sandbox.local_stack import LocalStack
 from sandbox.samples import SEED_LIST, customer
 from tests.integration.conftest import StackFactory
 from tests.integration.test_worker_killed import kill_tree

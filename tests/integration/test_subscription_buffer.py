@@ -13,7 +13,7 @@ from sandbox.klaviyo_faults import Fault
 from sandbox.klaviyo_sandbox import KlaviyoSandbox
 from tests.contract.openapi_contract import violations
 from worker.adapters.http import HttpAdapter
-from worker.adapters.klaviyo import KlaviyoClient
+from worker.adapters.klaviyo.client import KlaviyoClient
 from worker.adapters.subscription_batches import BatchRow, send_subscription_batch
 from worker.adapters.subscription_buffer import QueuedStep, SubscriptionBuffer
 from worker.core import reasons

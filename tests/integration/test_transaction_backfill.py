@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from producers.local_stack import LocalStack
-from producers.transaction_backfill import TransactionBackfill, TransactionBackfillOptions
+from sandbox.local_stack import LocalStack
 from sandbox.transaction_samples import order
 from worker import bootstrap
 from worker.core import reasons
+from worker.services.transaction_backfill import TransactionBackfill, TransactionBackfillOptions
 
 ORDERS = 20_000
 CUSTOMERS = 2_000

@@ -8,14 +8,14 @@ from typing import Any
 
 import pytest
 
-from producers.local_stack import LocalStack
+from sandbox.local_stack import LocalStack
 from sandbox.samples import customer
 from sandbox.transaction_samples import order
 from worker import bootstrap
 from worker.adapters.dead_letters import DeadLetterStore
 from worker.adapters.links import LinkStore
 from worker.core import reasons
-from worker.transaction_tasks import history_subject, sync_transaction
+from worker.tasks.transactions import history_subject, sync_transaction
 
 
 def run(transaction_id: str, **kwargs: Any) -> dict[str, Any]:

@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 
-from producers.embedded_redis import EmbeddedRedis
-from producers.local_stack import LocalStack
 from producers.manual_sync import enqueue_customer
+from sandbox.embedded_redis import EmbeddedRedis
 from sandbox.klaviyo_faults import error_response
+from sandbox.local_stack import LocalStack
 from sandbox.samples import customer
 from tests.support import kill_tree
 from worker.adapters.broker import UNACKED_KEY
@@ -69,7 +69,7 @@ def wait_for_every_step(client: Any, ids: list[str], invalid: set[str], timeout:
 
 
 
-# The documented defaults, over the local stack's short test backoff (producers/local_stack.py).
+# The documented defaults, over the local stack's short test backoff (sandbox/local_stack.py).
 DEFAULT_RETRIES = {"RETRY_BASE_SECONDS": "2", "RETRY_CAP_SECONDS": "600",
                    "SYNC_MAX_ATTEMPTS": "8"}
 RECOVERY_BUDGET_SECONDS = 180  # "a killed worker's work runs again within three minutes"

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from producers.cli import build_parser
-from producers.local_stack import LocalStack
+from sandbox.local_stack import LocalStack
 from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -269,7 +269,7 @@ def test_flower_command_starts_and_passes_its_healthcheck(local: LocalStack) -> 
     env = service_env("flower", local)
     port = free_port()
     argv = [a.replace("--port=5555", f"--port={port}") for a in command("flower")]
-    assert argv[:4] == ["celery", "-A", "worker.celery_app", "flower"]
+    assert argv[:4] == ["celery", "-A", "worker.tasks.celery_app", "flower"]
     process = run([*argv, "--address=127.0.0.1"], env)
     try:
         wait_while_running(lambda: healthcheck("flower", port=port, env=env), process)

@@ -20,7 +20,7 @@ from worker.core.rate_limits import (
 
 REPO = Path(__file__).resolve().parents[2]
 SPEC = REPO / "tests" / "contract" / "openapi-stable.json"
-KLAVIYO_CLIENTS = sorted((REPO / "worker" / "adapters").glob("klaviyo*.py"))
+KLAVIYO_CLIENTS = sorted((REPO / "worker" / "adapters").glob("**/*.py"))
 
 
 def spec_rate_limits() -> dict[str, tuple[int, int]]:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from producers.replay import (
+from worker.services.replay import (
     ReplayReport,
     SelectionError,
     parse_since,

@@ -20,8 +20,8 @@ from worker.core import reasons
 from worker.core.errors import FinalError, NotFoundError, ValidationFailed
 from worker.core.mapping import load_mapping
 from worker.core.model import ADD, UPDATE
-from worker.core.subscription_step import sync_subscriptions
-from worker.core.sync_service import (
+from worker.services.subscription_step import sync_subscriptions
+from worker.services.sync_service import (
     IPAAS,
     KLAVIYO,
     LINK_STORE,

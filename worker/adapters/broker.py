@@ -6,16 +6,22 @@ worker received and has not acknowledged in the ``unacked`` hash. ``TaskMessages
 task message exactly as ``apply_async`` would publish it, without a broker connection, so a
 message can be LPUSHed by a Lua script: the receiver's claim-and-push and the scheduled-retry
 mover (worker/adapters/scheduled.py) both push messages built here.
-tests/integration/test_receiver.py proves a real worker consumes them.
+tests/integration/test_receiver.py proves a real worker consumes them. ``BrokerScan`` tells
+which task ids the transport still holds (queued, or delivered and unacknowledged) for the
+lost-task sweep: a task id in neither a queue nor ``unacked`` (nor the scheduled set, which
+the sweep checks too) is not going to run.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import re
 import uuid
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
+
+import redis
 
 from worker.adapters import keys
 
@@ -43,6 +49,7 @@ def unacked_key() -> str:
 
 def queue_of(task_name: str) -> str:
     """The queue a task is routed to (celeryconfig.task_routes)."""
+    # Imported when used: celeryconfig reads the settings when it is imported.
     import celeryconfig  # read at call time: celeryconfig reads Settings when imported
 
     return str(celeryconfig.task_routes.get(task_name, {}).get("queue")
@@ -59,6 +66,7 @@ class TaskMessages:
     """
 
     def __init__(self) -> None:
+        # Imported when used: celeryconfig reads the settings when it is imported.
         from celery import Celery
 
         import celeryconfig
@@ -122,3 +130,61 @@ def queue_depths(client: Any, queues: Iterable[str]) -> dict[str, int]:
     depths = {q: sum(counts[i * per_queue:(i + 1) * per_queue]) for i, q in enumerate(names)}
     depths["unacked"] = counts[-1]
     return depths
+
+
+# -- which task ids the transport still holds ---------------------------------------
+
+CHUNK = 2000
+
+# The task id is the first "id" key of a message: its headers come before anything that
+# could hold another (the body is base64; correlation_id and root_id are other keys).
+_ID_PATTERN = re.compile(r'"id":\s*"([^"]+)"')
+
+# KEYS[1]: a queue list. ARGV: first and last index. Returns the task id of each message, so
+# only ids (not whole messages) leave Redis.
+_IDS_IN_RANGE = """
+local items = redis.call('LRANGE', KEYS[1], ARGV[1], ARGV[2])
+local ids = {}
+for i, item in ipairs(items) do
+  ids[i] = string.match(item, '"id":%s*"([^"]+)"') or ''
+end
+return ids
+"""
+
+
+class BrokerScan:
+    def __init__(self, client: redis.Redis, *, chunk: int = CHUNK) -> None:
+        self._redis = client
+        self._chunk = chunk
+        self._ids_in_range = client.register_script(_IDS_IN_RANGE)
+
+    def held_ids(self, queues: Iterable[str]) -> set[str]:
+        """Every task id queued on ``queues`` or unacknowledged anywhere.
+
+        ``unacked`` is read before and after the queues: a message taken off a queue while
+        we read it is in ``unacked`` by the second read, and one restored from ``unacked`` to
+        its queue (a dead worker's, after the visibility timeout) was there at the first.
+        """
+        held = self.unacked_ids()
+        for queue in queues:
+            for key in queue_keys(queue):
+                held.update(self._queued_ids(key))
+        held.update(self.unacked_ids())
+        return held
+
+    def _queued_ids(self, key: str) -> set[str]:
+        length = int(cast(int, self._redis.llen(key)))
+        ids: set[str] = set()
+        for start in range(0, length, self._chunk):
+            found = cast(list[str], self._ids_in_range(keys=[key],
+                                                       args=[start, start + self._chunk - 1]))
+            ids.update(i for i in found if i)
+        return ids
+
+    def unacked_ids(self) -> set[str]:
+        ids: set[str] = set()
+        for _, raw in self._redis.hscan_iter(unacked_key(), count=self._chunk):
+            match = _ID_PATTERN.search(str(raw))
+            if match:
+                ids.add(match.group(1))
+        return ids

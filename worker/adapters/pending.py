@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -22,9 +23,11 @@ import redis
 from redis.exceptions import NoScriptError
 
 from worker.adapters import keys
-from worker.adapters.task_ledger import TaskLedger
+from worker.adapters.broker import TaskMessages, queue_key
+from worker.adapters.task_ledger import LedgerEntry, TaskLedger
 
 CUSTOMER = "customer"
+TRANSACTION = "transaction"
 DEFAULT_TTL_SECONDS = 3600
 
 logger = logging.getLogger("ipaas_klaviyo.pending")
@@ -58,6 +61,33 @@ class QueuedSync:
     task_id: str = ""
     ledger_entry: str = ""
     due_at: float = 0.0
+
+
+# Kind of record → (Celery task name, keyword that carries the record id).
+TASKS: dict[str, tuple[str, str]] = {
+    CUSTOMER: ("ipaas_klaviyo.sync_customer", "customer_id"),
+    TRANSACTION: ("ipaas_klaviyo.sync_transaction", "transaction_id"),
+}
+
+
+class SyncMessages:
+    """Syncs as messages ready for ``claim_and_push`` (the receiver's and reconcile's): the
+    task message (worker/adapters/broker.py) with its task-ledger entry. ``ignore_result``:
+    nobody waits on these tasks (their outcome goes to the history store)."""
+
+    def __init__(self, lost_task_after_seconds: float = 300.0) -> None:
+        self._messages = TaskMessages()
+        # When the lost-task sweep starts looking for a message nobody finished.
+        self.lost_task_after_seconds = lost_task_after_seconds
+
+    def sync(self, kind: str, record_id: str, tracking_guid: str | None) -> QueuedSync:
+        task_name, id_keyword = TASKS[kind]
+        kwargs = {id_keyword: record_id, "tracking_guid": tracking_guid}
+        task_id, queue, message = self._messages.build(task_name, kwargs, ignore_result=True)
+        entry = LedgerEntry(task_name, queue, kwargs)
+        return QueuedSync(kind, record_id, queue_key(queue), message, task_id=task_id,
+                          ledger_entry=entry.encode(),
+                          due_at=time.time() + self.lost_task_after_seconds)
 
 
 class PendingSyncs:

@@ -3,7 +3,7 @@
 A task that must retry is acknowledged, and its next run is written here first: the Celery
 message it will be (built by worker/adapters/broker.py, same task id), due at a time, with
 what an operator needs to see (step, attempt n of N, last error). Any worker's mover
-(worker/scheduled_mover.py) pushes due entries onto their queue in one Lua call, so two
+(worker/tasks/scheduled_mover.py) pushes due entries onto their queue in one Lua call, so two
 workers never both take one, and no crash between "taken" and "queued" exists. A worker killed
 while a retry waits loses nothing: the retry was never in it.
 

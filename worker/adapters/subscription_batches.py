@@ -14,9 +14,9 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from worker.adapters import klaviyo_errors as kerrors
-from worker.adapters.klaviyo import KlaviyoClient
-from worker.adapters.klaviyo_payloads import (
+from worker.adapters.klaviyo import errors as kerrors
+from worker.adapters.klaviyo.client import KlaviyoClient
+from worker.adapters.klaviyo.payloads import (
     channel_of,
     chunks,
     members_document,

@@ -126,6 +126,15 @@ class InFlight:
     items: list[QueuedItem]
 
 
+_MIN_MARKER_SECONDS = 10.0
+
+
+def marker_seconds(window: float) -> float:
+    """A scheduled flush's marker outlives the window a few times over: a flush that is late
+    (a busy queue) is not doubled, one that was lost is replaced when the marker expires."""
+    return max(_MIN_MARKER_SECONDS, 5 * window)
+
+
 class SubscriptionBuffer:
     def __init__(self, client: redis.Redis, prefix: str | None = None, *,
                  ttl_seconds: int = 24 * 3600, settled_keep_seconds: int = 3600,
@@ -303,3 +312,17 @@ class SubscriptionBuffer:
         )
         stored_errors = [FieldError(**e) for e in json.loads(fields.get("errors") or "[]")]
         return SettledStep(step, fields.get("reason") or None, stored_errors)
+
+    def claim_stalled(self, *, after_seconds: float, window: float) -> list[str]:
+        """The lost-task sweep's share for batches (worker/tasks/lost_tasks.py): a key whose
+        oldest item has waited ``after_seconds``, or whose batch lease ran out that long ago,
+        had its flush lost. Returns those keys whose flush marker this call took (the caller
+        sends their flush); a key with a flush scheduled is left alone."""
+        stalled: list[str] = []
+        for key in self.batch_keys():
+            waited = self.oldest_wait(key)
+            lost = (waited is not None and waited >= after_seconds) or bool(
+                self.abandoned(key, for_seconds=after_seconds))
+            if lost and self.claim_flush(key, marker_seconds(window)):
+                stalled.append(key)
+        return stalled

@@ -6,7 +6,7 @@ its ``unacked`` hash; a worker killed between the two loses the message for good
 therefore written here *before* its message is sent, and struck off only when the step
 reached an outcome (done, rejected or dead-lettered). An entry that stays open past its due
 time is looked for in the queues and the ``unacked`` hash by the lost-task sweep
-(worker/lost_tasks.py), and its task is sent again, with the same id, when it is in neither.
+(worker/tasks/lost_tasks.py), and its task is sent again, with the same id, when it is in neither.
 
 Layout under ``{prefix}:ledger``: a hash task id → JSON ``{"task", "queue", "kwargs",
 "resent"}`` (ids only, never personal data) and a sorted set ``{prefix}:ledger:due`` task id →

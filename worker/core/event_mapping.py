@@ -18,15 +18,28 @@ uses the bundled one.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from yaml.nodes import MappingNode, Node, SequenceNode
 
+from worker.core.mapping_rule import Mapping
 from worker.core.transaction_fields import ORDERED_PRODUCT_FIELDS, TRANSACTION_FIELDS
 
-if TYPE_CHECKING:
-    from worker.core.mapping_file import Mapping, _Loader
+
+class CollectionLoader(Protocol):
+    """What parsing the events section needs of the mapping file's loader
+    (worker/core/mapping_file.py), which calls ``parse_events`` with itself."""
+
+    def fail(self, node: Node | None, problem: str) -> Exception: ...
+
+    def keyed(self, node: MappingNode) -> dict[str, tuple[Node, Node]]: ...
+
+    def reading(self, fields: dict[str, str]) -> AbstractContextManager[None]: ...
+
+    def collection(self, root: Node, sections: dict[str, tuple[Node, Node]], name: str
+                   ) -> tuple[Mapping, ...]: ...
 
 EVENTS = "events"
 PLACED_ORDER = "placed_order"
@@ -40,7 +53,7 @@ class EventCollections:
     ordered_product: tuple[Mapping, ...] = ()
 
 
-def parse_events(loader: _Loader, node: Node) -> EventCollections:
+def parse_events(loader: CollectionLoader, node: Node) -> EventCollections:
     if not isinstance(node, MappingNode):
         raise loader.fail(node, f"{EVENTS!r} must be a mapping with "
                                 f"{PLACED_ORDER!r} and {ORDERED_PRODUCT!r} lists")

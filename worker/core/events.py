@@ -14,7 +14,7 @@ from typing import Any
 
 from worker.core.event_mapping import EventCollections
 from worker.core.formulas import Call, Expr, FieldRef, FormulaEnv, Literal, is_empty
-from worker.core.mapping_file import Mapping
+from worker.core.mapping_rule import Mapping
 from worker.core.model import MappingContext
 from worker.core.transaction_fields import LINE_FIELDS, PARENT_PREFIX, TRANSACTION_FIELDS
 from worker.core.transactions import (

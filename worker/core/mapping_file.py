@@ -55,6 +55,7 @@ from worker.core.errors import ConfigurationError
 from worker.core.event_mapping import EVENTS, EventCollections, parse_events
 from worker.core.fieldnames import CUSTOMER_FIELDS
 from worker.core.formulas import FORMULAS, Call, Expr, FieldRef, Literal
+from worker.core.mapping_rule import Mapping
 from worker.core.model import (
     ADD,
     ATTRIBUTE_DESTINATIONS,
@@ -92,14 +93,6 @@ _MAPPING_KEYS = {
 
 class MappingFileError(ConfigurationError):
     """Raised when the mapping file cannot be used; the message names the file and line."""
-
-
-@dataclass(frozen=True)
-class Mapping:
-    kind: str  # "static" | "field" | "formula"
-    destination: str
-    expression: Expr
-    line: int  # 1-based line in the mapping file, for messages
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@
 failed attempt, from the error, the attempts counted so far, the time since the first attempt
 and the policy. ``attempt`` runs one attempt of a piece of work and returns what happened
 (done, retry, give up); the Celery tasks act on it by scheduling the retry in Redis
-(worker/dispatch.py) or dead-lettering, the backfills by sleeping and calling again
+(worker/tasks/dispatch.py) or dead-lettering, the backfills by sleeping and calling again
 (``call_with_retries``). Nothing here sleeps, reads a clock of its own or touches a queue.
 
 Full jitter (a uniform draw between 0 and the exponential ceiling) spreads retries of many

@@ -16,7 +16,7 @@ from worker.core.errors import FieldError, ValidationFailed
 AMOUNT_FIELDS = ("discount_amount", "tax_amount", "shipping_amount", "subtotal", "total",
                  "total_qty")
 LINE_AMOUNT_FIELDS = ("qty", "unit_price", "extended_price", "discount_amount")
-CANCELLED, REFUNDED = "cancelled", "refunded"
+PLACED, CANCELLED, REFUNDED = "placed", "cancelled", "refunded"
 # iPaaS.com statuses are free text set by each merchant's systems: match on the word.
 _STATUS_WORDS = {CANCELLED: ("cancel",), REFUNDED: ("refund",)}
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import requests
 
-from worker.adapters import klaviyo_errors as kerrors
-from worker.adapters.klaviyo import KlaviyoClient
+from worker.adapters.klaviyo import errors as kerrors
+from worker.adapters.klaviyo.client import KlaviyoClient
 from worker.core.classify import Verdict
 from worker.core.errors import KlaviyoRejected
 

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
-from worker.adapters.fingerprints import FingerprintStore
-from worker.adapters.pending import CUSTOMER
+from worker.adapters.pending import CUSTOMER, TRANSACTION
+from worker.adapters.stores import FingerprintStore
 from worker.bootstrap import Container
 from worker.core.reconcile import (
     CUSTOMERS,
@@ -25,7 +25,7 @@ from worker.core.reconcile import (
     decide_transaction,
     parse_time,
 )
-from worker.core.sync_service import build_profile_payload
+from worker.services.sync_service import build_profile_payload
 
 Page = tuple[int, list[dict[str, Any]]]
 
@@ -114,7 +114,7 @@ class Transactions:
     """Transactions whose order events have not all gone out (GENERATE_EVENTS on)."""
 
     name = TRANSACTIONS
-    pending_kind = "transaction"  # producers.webhook_parsing.TRANSACTION
+    pending_kind = TRANSACTION
 
     def __init__(self, c: Container, update_filter: UpdateFilter) -> None:
         self.c = c

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from celery import Celery
 from celery.signals import worker_init
+from kombu import pools
 
+from worker import bootstrap
 from worker.logging_setup import mask_celery_logs
-from worker.lost_tasks import LostTaskSweep
-from worker.scheduled_mover import ScheduledMover
+from worker.observability import init_sentry
+from worker.tasks.lost_tasks import LostTaskSweep
+from worker.tasks.scheduled_mover import ScheduledMover
 
 app = Celery("ipaas_klaviyo")
 app.config_from_object("celeryconfig")
-app.conf.imports = ("worker.tasks", "worker.batch_tasks", "worker.reconcile_task",
-                    "worker.transaction_tasks", "worker.link_tasks")
+app.conf.imports = ("worker.tasks.steps", "worker.tasks.subscriptions", "worker.tasks.reconcile",
+                    "worker.tasks.transactions", "worker.tasks.links")
 app.steps["worker"].add(LostTaskSweep)
 app.steps["worker"].add(ScheduledMover)
 mask_celery_logs()
@@ -22,9 +25,6 @@ mask_celery_logs()
 def _fail_fast_on_bad_configuration(**_: object) -> None:
     """Load settings and the mapping file as the worker starts: a bad mapping file stops
     the worker with the file and line, instead of failing every task later."""
-    from worker import bootstrap
-    from worker.observability import init_sentry
-
     settings = bootstrap.check_configuration()
     # Before the pool forks: the children inherit Sentry (its sender restarts per process).
     init_sentry(settings, "worker")
@@ -34,8 +34,6 @@ def use_redis(redis_url: str) -> None:
     """Point the app at another Redis (the demo's embedded one, a test's throwaway one),
     dropping connections and the result backend cached for the previous one."""
     app.conf.update(broker_url=redis_url, result_backend=redis_url)
-    from kombu import pools
-
     pools.reset()  # kombu keeps pools per connection URL; a closed one must not come back
     if app._pool is not None:
         app._pool.force_close_all()

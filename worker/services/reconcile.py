@@ -20,15 +20,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
-from producers.intake import TaskMessages
-from producers.progress import Progress
-from producers.reconcile_kinds import Customers, Page, RecordKind, Transactions, UpdateFilter
-from producers.webhook_parsing import SyncRequest
-from worker.adapters.checkpoints import CheckpointStore
 from worker.adapters.ipaas import FilterNotAccepted
 from worker.adapters.locks import RedisLock
-from worker.adapters.pending import PendingSyncs
-from worker.adapters.watermarks import WatermarkStore
+from worker.adapters.metrics import Metrics
+from worker.adapters.pending import PendingSyncs, SyncMessages
+from worker.adapters.stores import CheckpointStore, WatermarkStore
 from worker.bootstrap import Container
 from worker.config import Settings
 from worker.core.errors import RetryableError
@@ -43,6 +39,8 @@ from worker.core.reconcile import (
     parse_time,
 )
 from worker.core.retry import GiveUp, RetryPolicy, decide
+from worker.services.progress import Progress
+from worker.services.reconcile_kinds import Customers, Page, RecordKind, Transactions, UpdateFilter
 
 logger = logging.getLogger("ipaas_klaviyo.reconcile")
 
@@ -108,14 +106,14 @@ class ReconcileReport:
 
 
 class Reconciler:
-    def __init__(self, c: Container, *, messages: TaskMessages | None = None,
+    def __init__(self, c: Container, *, messages: SyncMessages | None = None,
                  kinds: dict[str, Callable[[ReconcileOptions], RecordKind]] | None = None,
                  progress_stream: TextIO | None = None,
                  sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
                  after_page: Callable[[PassState], None] | None = None) -> None:
         self.c = c
-        self.messages = messages or TaskMessages(c.settings.lost_task_after_seconds)
+        self.messages = messages or SyncMessages(c.settings.lost_task_after_seconds)
         self.kinds = kinds or {CUSTOMERS: lambda o: Customers(c, o.update_filter),
                                TRANSACTIONS: lambda o: Transactions(c, o.update_filter)}
         self.pending = PendingSyncs(c.redis)
@@ -222,8 +220,7 @@ class Reconciler:
             report.fell_back = "ignored"
             state.mode = FULL_SCAN
         wanted = kind.to_sync(records, state)
-        syncs = [self.messages.build(SyncRequest(0, kind.pending_kind, rid, None))
-                 for rid in wanted]
+        syncs = [self.messages.sync(kind.pending_kind, rid, None) for rid in wanted]
         pushed = self.pending.claim_and_push(syncs)
         enqueued = sum(pushed)
         state.add("pages")
@@ -250,10 +247,6 @@ def _filter_ignored(records: list[dict[str, Any]], since: datetime) -> bool:
 
 def _count_metrics(client: Any, kind: str, seen: int, unchanged: int, enqueued: int,
                    already_queued: int) -> None:
-    try:
-        from worker.adapters.metrics import Metrics
-    except ImportError:  # metrics are optional: a build without them still reconciles
-        return
     labels = {"kind": kind}
     Metrics(client).incr_many([
         ("reconcile_pages_total", labels, 1),

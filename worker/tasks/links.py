@@ -8,9 +8,9 @@ import time
 from celery import Task
 
 from worker import bootstrap
-from worker.celery_app import app
 from worker.core.retry import GiveUp, RetryIn, attempt
-from worker.dispatch import send_later
+from worker.tasks.celery_app import app
+from worker.tasks.dispatch import send_later
 
 logger = logging.getLogger("ipaas_klaviyo.sync")
 

@@ -24,16 +24,15 @@ from worker.core.events import (
     event_attributes,
 )
 from worker.core.mapping_file import MappingCollections
-from worker.core.sync_service import Ports, ProfileSyncResult, find_link, sync_profile
 from worker.core.transactions import (
+    PLACED,
     check_transaction,
     customer_id_of,
     email_of,
     status_kind,
     transaction_id,
 )
-
-PLACED = "placed"
+from worker.services.sync_service import Ports, ProfileSyncResult, find_link, sync_profile
 
 
 class TransactionSource(Protocol):

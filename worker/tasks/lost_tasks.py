@@ -29,11 +29,15 @@ from celery import bootsteps
 
 from worker import bootstrap
 from worker.adapters import keys
-from worker.adapters.broker_scan import BrokerScan
+from worker.adapters.broker import BrokerScan
+from worker.adapters.metrics import Metrics
 from worker.adapters.scheduled import ScheduledSteps
+from worker.adapters.subscription_buffer import SubscriptionBuffer
 from worker.adapters.task_ledger import LedgerEntry, TaskLedger
 
 logger = logging.getLogger("ipaas_klaviyo.lost_tasks")
+
+FLUSH_TASK = "ipaas_klaviyo.flush_subscriptions"
 
 Send = Callable[[str, LedgerEntry], None]
 
@@ -87,8 +91,10 @@ class LostTaskSweep(bootsteps.StartStopStep):
         self._client: redis.Redis | None = None
         self._after = 0.0
         self._batch_window = 0.0
+        self._app: Any = None
 
     def start(self, parent: Any) -> None:
+        self._app = parent.app  # sends by task name: no import of the task modules here
         settings = bootstrap.settings()
         self._after = settings.lost_task_after_seconds
         self._batch_window = settings.subscription_batch_window
@@ -116,9 +122,12 @@ class LostTaskSweep(bootsteps.StartStopStep):
             if not client.set(lock, uuid.uuid4().hex, nx=True, px=int(interval * 900)):
                 return
             report = sweep_lost_tasks(TaskLedger(client), BrokerScan(client),
-                                      ScheduledSteps(client), _send_again,
+                                      ScheduledSteps(client), self._send_again,
                                       after_seconds=self._after, now=time.time())
-            kicked = _kick_stalled_batches(client, self._after, self._batch_window)
+            kicked = SubscriptionBuffer(client).claim_stalled(after_seconds=self._after,
+                                                              window=self._batch_window)
+            for key in kicked:
+                self._app.send_task(FLUSH_TASK, kwargs={"key": key})
         except redis.RedisError as exc:
             # The next tick tries again; the worker's own Redis troubles show elsewhere.
             logger.warning("lost-task sweep failed: %s", type(exc).__name__)
@@ -129,23 +138,10 @@ class LostTaskSweep(bootsteps.StartStopStep):
         if report.resent:
             logger.warning("sent %d lost task(s) again (of %d due, %d still queued or "
                            "running)", len(report.resent), report.due, report.still_held)
-            from worker.adapters.metrics import Metrics
-
             Metrics(client).incr("lost_tasks_resent_total", {}, len(report.resent))
 
-
-def _kick_stalled_batches(client: redis.Redis, after_seconds: float,
-                          window: float) -> list[str]:
-    from worker.adapters.subscription_buffer import SubscriptionBuffer
-    from worker.batch_tasks import kick_stalled_batches
-
-    return kick_stalled_batches(SubscriptionBuffer(client), after_seconds=after_seconds,
-                                window=window)
-
-
-def _send_again(task_id: str, entry: LedgerEntry) -> None:
-    from worker.celery_app import app
-
-    logger.warning("task %s (%s) was lost by the broker; sending it again (resend %d)",
-                   task_id, entry.task, entry.resent)
-    app.send_task(entry.task, kwargs=entry.kwargs, task_id=task_id, queue=entry.queue)
+    def _send_again(self, task_id: str, entry: LedgerEntry) -> None:
+        logger.warning("task %s (%s) was lost by the broker; sending it again (resend %d)",
+                       task_id, entry.task, entry.resent)
+        self._app.send_task(entry.task, kwargs=entry.kwargs, task_id=task_id,
+                            queue=entry.queue)

@@ -15,8 +15,14 @@ import time
 from typing import Any
 
 from worker import bootstrap
-from worker.celery_app import app
-from worker.dispatch import send_later
+from worker.services.reconcile import (
+    ReconcileBusy,
+    ReconcileOptions,
+    Reconciler,
+    scheduled_kinds,
+)
+from worker.tasks.celery_app import app
+from worker.tasks.dispatch import send_later
 
 logger = logging.getLogger("ipaas_klaviyo.reconcile")
 
@@ -26,8 +32,6 @@ RECONCILE_TASK = "ipaas_klaviyo.reconcile"
 @app.task(name=RECONCILE_TASK)
 def reconcile() -> list[dict[str, Any]]:
     """Customers, then transactions when GENERATE_EVENTS is on; one result per kind."""
-    from producers.reconcile import ReconcileBusy, ReconcileOptions, Reconciler, scheduled_kinds
-
     c = bootstrap.container()
     reconciler = Reconciler(c)
     deadline = time.monotonic() + c.settings.task_time_limit_seconds / 2

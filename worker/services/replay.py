@@ -8,8 +8,6 @@ its last failure is still the one that was selected, so a newer failure is never
 from __future__ import annotations
 
 import re
-import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -173,39 +171,3 @@ def task_call(entry: Entry) -> tuple[str, dict[str, str]]:
         return task, {"customer_id": customer_id, "profile_id": context["profile_id"],
                       "collection": context["collection"]}
     return "sync_customer", {"customer_id": customer_id}
-
-
-def run_waiting_retry_now(entry: Entry, task_name: str) -> str | None:
-    """When the entry's step already waits in the scheduled set for a retry (it failed
-    again after it was dead-lettered), make that retry due now instead of sending a second
-    copy: the step runs once. Returns the waiting task's id, or None."""
-    from worker import bootstrap
-    from worker.adapters.scheduled import ScheduledSteps
-
-    _, client = bootstrap.settings_and_redis()
-    scheduled = ScheduledSteps(client)
-    step = entry["step"]
-    record = str(entry.get("transaction_id") if step == TRANSACTION_STEP
-                 else entry.get("customer_id"))
-    steps = [step] if task_name != "sync_customer" or step == "profile" else [step, "profile"]
-    for candidate in steps:
-        task_id = scheduled.run_now(candidate, record, time.time())
-        if task_id:
-            return task_id
-    return None
-
-
-def default_enqueue(entry: Entry) -> str:
-    """Enqueue the entry's step as a fresh task (a new retry budget); the tracking guid
-    ``replay-…`` marks the run as a replay in the sync history. Returns the task id."""
-    from worker import tasks, transaction_tasks
-
-    name, kwargs = task_call(entry)
-    waiting = run_waiting_retry_now(entry, name)
-    if waiting is not None:
-        return waiting
-    task = getattr(transaction_tasks if name == "sync_transaction" else tasks, name)
-    from worker.dispatch import send_step
-
-    result = send_step(task, {**kwargs, "tracking_guid": f"replay-{uuid.uuid4()}"})
-    return str(result.id)

@@ -23,11 +23,9 @@ from datetime import UTC, datetime
 from itertools import islice
 from typing import Any, TypeVar
 
-from producers.backfill_sources import BadLine, file_source_name, iter_file
-from producers.progress import Progress
-from worker.adapters.checkpoints import CheckpointStore
 from worker.adapters.dead_letters import TRANSACTION_STEP
-from worker.adapters.klaviyo_events import MAX_EVENTS_PER_REQUEST, KlaviyoEvents, ProfileEvents
+from worker.adapters.klaviyo.events import MAX_EVENTS_PER_REQUEST, KlaviyoEvents, ProfileEvents
+from worker.adapters.stores import CheckpointStore
 from worker.bootstrap import Container
 from worker.core.errors import ValidationFailed
 from worker.core.events import build_order_events, event_attributes, profile_reference
@@ -38,6 +36,8 @@ from worker.core.transactions import (
     email_of,
     transaction_id,
 )
+from worker.services.backfill_sources import BadLine, file_source_name, iter_file
+from worker.services.progress import Progress
 
 T = TypeVar("T")
 CHECKPOINT_ALL = "backfill:transactions:all"

@@ -81,8 +81,9 @@ class LocalStack:
         if self._saved_env is None:
             self._saved_env = dict(os.environ)
         os.environ.update(self.env())
+        # Imported when used: the worker's modules read settings the stack sets first.
         from worker import bootstrap
-        from worker.celery_app import use_redis
+        from worker.tasks.celery_app import use_redis
 
         use_redis(self.redis_url)
         bootstrap.reset()  # rebuild from the new environment on next use
@@ -105,8 +106,9 @@ class LocalStack:
         return process
 
     def _wait_for_worker(self, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+        # Imported when used: the worker's modules read settings the stack sets first.
         from worker.adapters.keys import DEFAULT_PREFIX
-        from worker.celery_app import app
+        from worker.tasks.celery_app import app
 
         # This process's Celery app knows only the default key prefix; a stack with another
         # is pinged from a process of its own, with the stack's settings.
@@ -117,7 +119,7 @@ class LocalStack:
                 raise RuntimeError(f"worker exited with code {process.returncode}")
             if own_prefix:
                 ping = subprocess.run(
-                    [sys.executable, "-m", "celery", "-A", "worker.celery_app", "inspect",
+                    [sys.executable, "-m", "celery", "-A", "worker.tasks.celery_app", "inspect",
                      "ping", "--timeout", "1"], env=self.env(), capture_output=True)
                 if ping.returncode == 0:
                     return
@@ -165,6 +167,7 @@ class LocalStack:
         """Each customer's final outcome per step, read from the sync history: the profile
         step, and when it succeeded, the address and lists steps it chained. Meant for
         customers synced for the first time: older history would count as an outcome."""
+        # Imported when used: the worker's modules read settings the stack sets first.
         from worker.adapters.history import HistoryStore
 
         history = HistoryStore(self.redis())
@@ -224,6 +227,7 @@ class LocalStack:
             os.environ.clear()
             os.environ.update(self._saved_env)
             self._saved_env = None
+            # Imported when used: the worker's modules read settings the stack sets first.
             from worker import bootstrap
 
             bootstrap.reset()

@@ -21,10 +21,10 @@ from urllib.parse import quote
 
 import requests
 
-from worker.adapters import klaviyo_errors as kerrors
-from worker.adapters.klaviyo import KlaviyoClient
-from worker.adapters.klaviyo_payloads import any_filter, chunks, unique, without_nones
-from worker.adapters.klaviyo_responses import data_items, json_object, next_link
+from worker.adapters.klaviyo import errors as kerrors
+from worker.adapters.klaviyo.client import KlaviyoClient
+from worker.adapters.klaviyo.payloads import any_filter, chunks, unique, without_nones
+from worker.adapters.klaviyo.responses import data_items, json_object, next_link
 from worker.core.classify import Verdict
 from worker.core.errors import FieldError, FinalError, KlaviyoRejected, RetryableError
 

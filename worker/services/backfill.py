@@ -18,10 +18,8 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
 
-from producers.backfill_sources import BadLine, file_source_name, iter_api, iter_file
-from producers.progress import Progress
-from worker.adapters.checkpoints import CheckpointStore
-from worker.adapters.klaviyo_bulk import BulkRowsRejected, KlaviyoBulkImports
+from worker.adapters.klaviyo.bulk import BulkRowsRejected, KlaviyoBulkImports
+from worker.adapters.stores import CheckpointStore
 from worker.adapters.subscription_batches import BatchRow, send_subscription_batch
 from worker.bootstrap import Container
 from worker.core import batch_outcomes, reasons
@@ -35,6 +33,8 @@ from worker.core.backfill import (
 )
 from worker.core.errors import FieldError, FinalError, headline_reason
 from worker.core.retry import RetryPolicy, call_with_retries
+from worker.services.backfill_sources import BadLine, file_source_name, iter_api, iter_file
+from worker.services.progress import Progress
 
 T = TypeVar("T")
 LOOKUP_CHUNK = 500  # customers per link lookup (one HMGET)

@@ -21,7 +21,7 @@ from worker.core.subscriptions import (
     lists_named,
     plan_subscriptions,
 )
-from worker.core.sync_service import Ports, mapped_for_step
+from worker.services.sync_service import Ports, mapped_for_step
 
 CUSTOM_SOURCE = "iPaaS.com sync"
 # UCLIST_ subscriptions are historical imports: Klaviyo wants a consent time in the past.

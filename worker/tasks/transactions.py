@@ -1,6 +1,6 @@
 """The transaction task: iPaaS.com transaction → Placed Order and Ordered Product events.
 
-A thin shell like the customer tasks (worker/tasks.py): ``run_step`` decides done, retry or
+A thin shell like the customer tasks (worker/tasks/steps.py): ``run_step`` decides done, retry or
 dead letter (step ``transaction``, named for the transaction, with its customer when known).
 History is filed under ``transaction:{id}`` so ``status --transaction`` finds it; a customer
 synced on the way gets its own history entry and its address and lists steps.
@@ -17,13 +17,13 @@ from worker import bootstrap
 from worker.adapters.dead_letters import TRANSACTION_STEP
 from worker.adapters.pending import PendingSyncs
 from worker.adapters.task_ledger import TaskLedger
-from worker.celery_app import app
 from worker.core.errors import StepOutcome
-from worker.core.sync_service import ProfileSyncResult
-from worker.core.transaction_service import send_order_events
 from worker.core.transactions import customer_id_of
-from worker.dispatch import send_step
-from worker.tasks import PROFILE, apply_address, apply_subscriptions, run_step
+from worker.services.sync_service import ProfileSyncResult
+from worker.services.transaction_service import send_order_events
+from worker.tasks.celery_app import app
+from worker.tasks.dispatch import send_step
+from worker.tasks.steps import PROFILE, apply_address, apply_subscriptions, run_step
 
 TRANSACTION = "transaction"  # the intake kind and pending-marker kind
 GENERATE_EVENTS_OFF = "generate_events_off"

@@ -24,14 +24,14 @@ from worker.adapters.pending import CUSTOMER, PendingSyncs
 from worker.adapters.scheduled import Waiting, subject_of
 from worker.adapters.step_deadline import step_deadline
 from worker.adapters.task_ledger import TaskLedger
-from worker.batch_tasks import queue_subscription_step
-from worker.celery_app import app
 from worker.core.errors import StepOutcome
 from worker.core.retry import GiveUp, RetryIn, attempt
-from worker.core.subscription_step import sync_subscriptions
-from worker.core.sync_service import ProfileSyncResult, sync_address, sync_profile
-from worker.dispatch import send_later, send_step
 from worker.observability import step_scope
+from worker.services.subscription_step import sync_subscriptions
+from worker.services.sync_service import ProfileSyncResult, sync_address, sync_profile
+from worker.tasks.celery_app import app
+from worker.tasks.dispatch import send_later, send_step
+from worker.tasks.subscriptions import queue_subscription_step
 
 logger = logging.getLogger("ipaas_klaviyo.sync")
 
@@ -271,7 +271,7 @@ def apply_subscriptions(
     """Apply SubscribeProfile, LIST_ and UCLIST_ to the profile.
 
     With SUBSCRIPTION_BATCH_WINDOW_SECONDS above 0 the actions are queued for a batched
-    call (worker.batch_tasks): the flush records this step's outcome and stores this task's
+    call (worker.tasks.subscriptions): the flush records this step's outcome and stores this task's
     result, so here nothing is recorded and no result is stored (Ignore). A failure to plan
     or queue is retried or dead-lettered by run_step like any step failure.
     """
@@ -289,7 +289,7 @@ def apply_subscriptions(
         else:
             if queued:
                 # The buffer in Redis holds the step now; a flush lost on the way is the
-                # lost-task sweep's to replace (kick_stalled_batches), not this task's.
+                # lost-task sweep's to replace (SubscriptionBuffer.claim_stalled), not this task's.
                 TaskLedger(c.redis).finish(self.request.id)
                 raise Ignore()
 

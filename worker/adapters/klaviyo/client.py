@@ -17,9 +17,9 @@ from urllib.parse import quote
 
 import requests
 
-from worker.adapters import klaviyo_errors as kerrors
 from worker.adapters.http import HttpAdapter
-from worker.adapters.klaviyo_payloads import (
+from worker.adapters.klaviyo import errors as kerrors
+from worker.adapters.klaviyo.payloads import (
     PROFILE_LOOKUP_FIELDS,
     SubscriptionTarget,
     any_filter,
@@ -32,7 +32,7 @@ from worker.adapters.klaviyo_payloads import (
     unique,
     unsubscribe_document,
 )
-from worker.adapters.klaviyo_responses import (
+from worker.adapters.klaviyo.responses import (
     KlaviyoList,
     data_items,
     json_object,

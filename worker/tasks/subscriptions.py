@@ -20,7 +20,7 @@ killed mid-send comes back, and any flush of the key re-sends a batch whose leas
 are idempotent in Klaviyo, and settling an action twice changes nothing — except that a
 step whose outcome was never recorded (its flush died between settling and recording) is
 handed back by the re-send, so its outcome is recorded then. A flush message lost with a
-worker is replaced by the lost-task sweep (``kick_stalled_batches``).
+worker is replaced by the lost-task sweep (``SubscriptionBuffer.claim_stalled``).
 """
 
 from __future__ import annotations
@@ -43,21 +43,21 @@ from worker.adapters.subscription_buffer import (
     QueuedStep,
     SettledStep,
     SubscriptionBuffer,
+    marker_seconds,
 )
-from worker.celery_app import app
 from worker.core import reasons
 from worker.core.batch_outcomes import BatchKey, QueuedItem, step_outcome
 from worker.core.errors import FieldError, StepOutcome, headline_reason
 from worker.core.retry import Done, RetryIn, attempt
-from worker.core.subscription_step import plan_subscription_step
 from worker.core.subscriptions import REMOVE_FROM_LIST
-from worker.dispatch import send_later
+from worker.services.subscription_step import plan_subscription_step
+from worker.tasks.celery_app import app
+from worker.tasks.dispatch import send_later
 
 logger = logging.getLogger("ipaas_klaviyo.sync")
 
 LISTS = "lists"
 FLUSH_TASK = "ipaas_klaviyo.flush_subscriptions"
-_MIN_MARKER_SECONDS = 10.0
 # Left of the task time limit after the batch's last call: its outcomes are still to be written.
 STEP_DEADLINE_MARGIN_SECONDS = 5.0
 
@@ -70,12 +70,6 @@ def lease_seconds(c: bootstrap.Container) -> float:
     """How long a flush owns the batch it sends before another flush may take it over:
     longer than any task may run (its hard time limit), so the owner is done or dead."""
     return c.settings.task_hard_time_limit_seconds + 5.0
-
-
-def marker_seconds(window: float) -> float:
-    """A scheduled flush's marker outlives the window a few times over: a flush that is late
-    (a busy queue) is not doubled, one that was lost is replaced when the marker expires."""
-    return max(_MIN_MARKER_SECONDS, 5 * window)
 
 
 # -- queueing (called by apply_subscriptions) -------------------------------------------
@@ -123,22 +117,6 @@ def queue_subscription_step(
         elif buffer.claim_flush(key, marker_seconds(window)):
             send_later(FLUSH_TASK, {"key": key}, window)
     return True
-
-
-def kick_stalled_batches(buffer: SubscriptionBuffer, *, after_seconds: float,
-                         window: float) -> list[str]:
-    """The lost-task sweep's share for batches (worker/lost_tasks.py): a key whose oldest
-    item has waited ``after_seconds``, or whose batch lease ran out that long ago, had its
-    flush lost; it gets a new one unless one is scheduled. Returns the keys kicked."""
-    kicked: list[str] = []
-    for key in buffer.batch_keys():
-        waited = buffer.oldest_wait(key)
-        stalled = (waited is not None and waited >= after_seconds) or bool(
-            buffer.abandoned(key, for_seconds=after_seconds))
-        if stalled and buffer.claim_flush(key, marker_seconds(window)):
-            flush_subscriptions.apply_async(kwargs={"key": key})
-            kicked.append(key)
-    return kicked
 
 
 # -- the flush ---------------------------------------------------------------------------
