@@ -1,4 +1,4 @@
-"""Celery configuration (the design card's ``celeryconfig.py``).
+"""Celery configuration (docs/architecture.md, "Tasks and queues").
 
 Read by ``worker.tasks.celery_app`` with ``config_from_object``. Values come from the same
 environment variables as the rest of the service; nothing connects at import time.

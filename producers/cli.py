@@ -1,4 +1,4 @@
-"""The ``ipaas-klaviyo`` command line (DESIGN.md, "Interfaces")."""
+"""The ``ipaas-klaviyo`` command line (README, "Command line")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Settings, read once from the environment (names in DESIGN.md, "Interfaces").
+"""Settings, read once per process from the environment (README, "Configuration").
 
 Secrets are wrapped so that printing settings, a traceback's locals or a repr never shows
 them: they print as ``<SECRET>``.
@@ -106,7 +106,7 @@ class Settings:
     mapping_file: str | None = None  # None: the bundled seed mapping
     generate_events: bool = True
     sentry_dsn: Secret = _NO_SECRET
-    # Beyond DESIGN.md's list: knobs a production user needs, each with a safe default.
+    # Beyond the core variables: knobs a production user needs, each with a safe default.
     default_phone_region: str = "US"
     create_missing_lists: bool = False
     http_timeout: float = 15.0

@@ -1,4 +1,4 @@
-"""Stable reason codes (DESIGN.md, "Reason codes"). Operators filter and replay by them."""
+"""Stable reason codes (README, "Reason codes"). Operators filter and replay by them."""
 
 CUSTOMER_NOT_FOUND = "customer_not_found"
 MISSING_CUSTOMER_ID = "missing_customer_id"

@@ -1,5 +1,5 @@
 """The subscription and list step as a plan: which Klaviyo consent and list calls a
-customer's directives ask for (DESIGN.md, "Subscriptions and lists")."""
+customer's directives ask for (README, "Subscriptions and lists")."""
 
 from __future__ import annotations
 
