@@ -60,16 +60,23 @@ def steps_of(client: redis.Redis, customer_id: str) -> dict[str, str]:
             if entry["outcome"] != "retrying"}
 
 
-def settled(client: redis.Redis) -> bool:
-    """Nothing can still run: no step open in the task ledger, no message queued or held by
-    a worker, no retry waiting, no subscription action waiting or in flight."""
-    depths = queue_depths(client, QUEUES)
-    return (TaskLedger(client).open_count() == 0 and not any(depths.values())
-            and ScheduledSteps(client).retrying() == 0
-            and not client.keys("ipk:subs:step:*") and not client.keys("ipk:subs:inflight:*"))
+def unsettled(client: redis.Redis) -> list[str]:
+    """What could still run: steps open in the task ledger, messages queued or held by a
+    worker, retries waiting, subscription actions waiting or in flight. Empty: settled."""
+    left = [f"{queue}: {depth}" for queue, depth in queue_depths(client, QUEUES).items()
+            if depth]
+    if TaskLedger(client).open_count():
+        left.append(f"open steps: {TaskLedger(client).open_count()}")
+    if ScheduledSteps(client).retrying():
+        left.append(f"retries waiting: {ScheduledSteps(client).retrying()}")
+    left += [str(k) for k in client.keys("ipk:subs:buf:*") + client.keys("ipk:subs:inflight:*")]
+    return left
 
 
 def wait_settled(client: redis.Redis, timeout: float = 60.0) -> None:
-    """Wait until ``settled``: what has not happened by then will not happen (a test proves
-    an absence this way, never by sleeping)."""
-    wait_until(lambda: settled(client), timeout, "the queues, ledger and retries to drain")
+    """Wait until nothing can still run: what has not happened by then will not happen (a
+    test proves an absence this way, never by sleeping)."""
+    deadline = time.monotonic() + timeout
+    while left := unsettled(client):
+        assert time.monotonic() < deadline, f"still running after {timeout} s: {left[:10]}"
+        time.sleep(0.05)
