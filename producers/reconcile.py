@@ -27,7 +27,9 @@ from producers.webhook_parsing import SyncRequest
 from worker.adapters.checkpoints import CheckpointStore
 from worker.adapters.ipaas import FilterNotAccepted
 from worker.adapters.locks import RedisLock
+from worker.adapters.pending import CUSTOMER as CUSTOMER_KIND
 from worker.adapters.pending import PendingSyncs
+from worker.adapters.tombstones import Tombstones
 from worker.adapters.watermarks import WatermarkStore
 from worker.bootstrap import Container
 from worker.config import Settings
@@ -222,6 +224,10 @@ class Reconciler:
             report.fell_back = "ignored"
             state.mode = FULL_SCAN
         wanted = kind.to_sync(records, state)
+        if kind.pending_kind == CUSTOMER_KIND:
+            # Tombstoned customers (deleted or forgotten) are never synced again.
+            deleted = Tombstones(self.c.redis).deleted(wanted)
+            wanted = [record_id for record_id in wanted if record_id not in deleted]
         syncs = [self.messages.build(SyncRequest(0, kind.pending_kind, rid, None))
                  for rid in wanted]
         pushed = self.pending.claim_and_push(syncs)

@@ -167,6 +167,8 @@ def task_call(entry: Entry) -> tuple[str, dict[str, str]]:
         return "sync_transaction", kwargs
     if not customer_id:
         raise NotReplayable(f"no task replays a {entry['step']} entry")
+    if entry["step"] == "erase":  # an erasure that gave up: run it again
+        return "forget_customer", {"customer_id": customer_id, "source": "forget"}
     context = entry.get("context") or {}
     task = _STEP_TASKS.get(entry["step"])
     if task and context.get("profile_id") and context.get("collection"):
@@ -198,13 +200,20 @@ def run_waiting_retry_now(entry: Entry, task_name: str) -> str | None:
 def default_enqueue(entry: Entry) -> str:
     """Enqueue the entry's step as a fresh task (a new retry budget); the tracking guid
     ``replay-…`` marks the run as a replay in the sync history. Returns the task id."""
-    from worker import tasks, transaction_tasks
+    from worker import bootstrap, consent_tasks, tasks, transaction_tasks
+    from worker.adapters.tombstones import Tombstones
 
     name, kwargs = task_call(entry)
+    customer_id = entry.get("customer_id")
+    if (name != "forget_customer" and customer_id
+            and Tombstones(bootstrap.settings_and_redis()[1]).is_deleted(str(customer_id))):
+        raise NotReplayable("the customer was deleted (tombstone)")
     waiting = run_waiting_retry_now(entry, name)
     if waiting is not None:
         return waiting
-    task = getattr(transaction_tasks if name == "sync_transaction" else tasks, name)
+    module = {"sync_transaction": transaction_tasks,
+              "forget_customer": consent_tasks}.get(name, tasks)
+    task = getattr(module, name)
     from worker.dispatch import send_step
 
     result = send_step(task, {**kwargs, "tracking_guid": f"replay-{uuid.uuid4()}"})

@@ -133,6 +133,11 @@ class Settings:
     reconcile_filter_field: str = "UpdateDateTime"
     reconcile_full_scan: bool = False
     reconcile_page_size: int = 100
+    # Consent back to iPaaS.com (README, "Consent back to iPaaS.com"): the beat interval of
+    # consent-sync; and erasure (README, "Deletions"): whether forgetting a customer also asks
+    # Klaviyo to delete the linked profile.
+    consent_sync_interval_seconds: float = 900.0
+    klaviyo_delete_profiles: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -202,6 +207,10 @@ class Settings:
             reconcile_page_size=int(
                 _number(e, "RECONCILE_PAGE_SIZE", d.reconcile_page_size)
             ),
+            consent_sync_interval_seconds=_number(
+                e, "CONSENT_SYNC_INTERVAL_SECONDS", d.consent_sync_interval_seconds
+            ),
+            klaviyo_delete_profiles=_flag(e, "KLAVIYO_DELETE_PROFILES", False),
         ).checked()
 
     def checked(self) -> Settings:
@@ -234,6 +243,8 @@ class Settings:
             raise ConfigurationError(
                 "RECONCILE_INTERVAL_SECONDS and RECONCILE_LOOKBACK_SECONDS must be positive"
             )
+        if self.consent_sync_interval_seconds <= 0:
+            raise ConfigurationError("CONSENT_SYNC_INTERVAL_SECONDS must be positive")
         if self.reconcile_page_size < 1:
             raise ConfigurationError("RECONCILE_PAGE_SIZE must be at least 1")
         return self
