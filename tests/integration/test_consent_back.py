@@ -181,3 +181,31 @@ def test_a_crash_in_the_middle_of_a_page_resumes_without_double_writes(
     assert sorted(local.ipaas.updates) == ids  # everyone once, nobody twice
     assert report.counts["written_back"] == 3
     assert report.counts["already_false"] == 3  # the crashed page's first three, re-read
+
+
+def test_the_scheduled_task_runs_on_the_worker_and_a_slice_resumes(local: LocalStack) -> None:
+    links = LinkStore(local.redis())
+    ids = [str(n) for n in range(71201, 71205)]
+    for cid in ids:
+        local.ipaas.put_customer(subscribed_customer(int(cid)))
+        profile_id = local.klaviyo.add_profile(email=f"back{cid}@example.com")
+        links.set(cid, profile_id)
+        local.klaviyo.suppress(profile_id, "HARD_BOUNCE")
+
+    # A slice that runs out of time stops between profiles with its cursor saved.
+    c = bootstrap.build(Settings.from_env(local.env()))
+    since = datetime.now(UTC) - timedelta(minutes=5)
+    handled: list[str] = []
+    sliced = ConsentSync(c, after_profile=lambda pid, outcome: handled.append(pid))
+    report = sliced.run(since, deadline=time.monotonic() - 1)
+    assert not report.finished and report.counts["seen"] == 0 and handled == []
+    assert local.ipaas.updates == []
+
+    # Beat's task, on the real worker, goes on from that cursor.
+    from worker.celery_app import app
+
+    result = app.send_task("ipaas_klaviyo.consent_sync")
+    outcome = result.get(timeout=120)
+    assert outcome["finished"] is True, outcome
+    assert outcome["counts"]["written_back"] == 4
+    assert sorted(local.ipaas.updates) == ids
