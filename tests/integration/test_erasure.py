@@ -25,6 +25,13 @@ from worker.adapters.links import LinkStore
 from worker.adapters.tombstones import Tombstones
 
 
+class Terminal(io.StringIO):
+    """Typed answers on what looks like a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
 def wait_for(condition: object, what: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():  # type: ignore[operator]
@@ -111,6 +118,10 @@ def test_forget_confirms_or_refuses(make_stack: StackFactory, tmp_path: Path) ->
     assert forget_command(["74001"], yes=False, stdin=io.StringIO(""), out=io.StringIO(),
                           err=err) == 2
     assert "refusing without --yes" in err.getvalue()
+    assert not Tombstones(stack.redis()).is_deleted("74001")
+    asked = io.StringIO()
+    assert forget_command(["74001"], yes=False, stdin=Terminal("no\n"), out=asked) == 1
+    assert "Type 'yes'" in asked.getvalue() and "nothing done" in asked.getvalue()
     assert not Tombstones(stack.redis()).is_deleted("74001")
 
     out = io.StringIO()
