@@ -17,12 +17,15 @@ from producers.local_stack import LocalStack
 from producers.manual_sync import enqueue_customer, wait_for_steps
 from producers.reconcile_command import reconcile_command
 from sandbox.samples import customer
+from sandbox.transaction_samples import order
 from tests.contract.openapi_contract import violations
 from tests.integration.conftest import StackFactory
 from worker.adapters.dead_letters import DeadLetterStore
 from worker.adapters.history import HistoryStore
 from worker.adapters.links import LinkStore
 from worker.adapters.tombstones import Tombstones
+from worker.dispatch import send_step
+from worker.transaction_tasks import sync_transaction
 
 
 class Terminal(io.StringIO):
@@ -102,6 +105,11 @@ def test_deleted_customer_is_erased_and_never_comes_back(make_stack: StackFactor
     entries = DeadLetterStore(stack.redis(), retention_seconds=86400).for_customer(gone)
     assert [e["reason"] for e in entries] == ["customer_deleted"]
     assert stack.klaviyo.find_profiles(email=f"erase{gone}@example.com") == []
+    # An order of the deleted customer sends no event (it would bring the person back).
+    stack.ipaas.put_transaction(order(93001, gone, email=f"erase{gone}@example.com"))
+    placed = send_step(sync_transaction, {"transaction_id": "93001"}).get(timeout=60)
+    assert (placed["outcome"], placed["reason"]) == ("skipped", "customer_deleted")
+    assert stack.klaviyo.events() == []
     assert len(stack.klaviyo.deletion_jobs) == 1  # exactly one deletion job in all
     assert stack.klaviyo.profile(outcomes[kept]["profile"]["profile_id"]) is not None
     assert violations(stack.klaviyo.server.requests) == []
