@@ -87,3 +87,29 @@ def test_cursor_round_trips_through_its_saved_form() -> None:
     restored = cb.ConsentCursor.from_dict(cursor.as_dict())
     assert restored == cursor
     assert cb.ConsentCursor.from_dict({"watermark": "not a time"}) is None
+
+
+def test_beat_schedules_consent_sync_every_interval() -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    probe = ("import celeryconfig, json; e = celeryconfig.beat_schedule['consent-sync']; "
+             "print(json.dumps([e['task'], e['schedule'], "
+             "celeryconfig.task_routes[e['task']]['queue']]))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          env={**os.environ, "CONSENT_SYNC_INTERVAL_SECONDS": "120"},
+                          check=True)
+    assert json.loads(done.stdout) == ["ipaas_klaviyo.consent_sync", 120.0, "reconcile"]
+
+
+def test_settings_read_the_new_variables() -> None:
+    from worker.config import Settings
+
+    defaults = Settings.from_env({})
+    assert defaults.consent_sync_interval_seconds == 900.0
+    assert defaults.klaviyo_delete_profiles is False
+    chosen = Settings.from_env({"CONSENT_SYNC_INTERVAL_SECONDS": "60",
+                                "KLAVIYO_DELETE_PROFILES": "true"})
+    assert chosen.consent_sync_interval_seconds == 60.0 and chosen.klaviyo_delete_profiles
