@@ -209,3 +209,30 @@ def test_the_scheduled_task_runs_on_the_worker_and_a_slice_resumes(local: LocalS
     assert outcome["finished"] is True, outcome
     assert outcome["counts"]["written_back"] == 4
     assert sorted(local.ipaas.updates) == ids
+
+
+def test_a_refused_update_is_failed_and_a_bad_token_stops_the_pass(local: LocalStack) -> None:
+    links = LinkStore(local.redis())
+    for cid in ("71301", "71302"):
+        local.ipaas.put_customer(subscribed_customer(int(cid)))
+        profile_id = local.klaviyo.add_profile(email=f"back{cid}@example.com")
+        links.set(cid, profile_id)
+        local.klaviyo.unsubscribe(profile_id)
+    c = bootstrap.build(Settings.from_env(local.env()))
+    since = datetime.now(UTC) - timedelta(minutes=5)
+
+    # A wrong token is nobody's fault in particular: the pass stops, the cursor stays.
+    local.ipaas.fail_next(401, endpoint="get_customer")
+    stopped = ConsentSync(c).run(since)
+    assert not stopped.finished and stopped.stopped == "ipaas unauthorized"
+    assert stopped.counts["seen"] == 0 and local.ipaas.updates == []
+
+    # iPaaS.com refuses one customer's update: that one is failed (in its history), the
+    # other is written back, and the pass goes on.
+    local.ipaas.fail_next(400, endpoint="update_customer")
+    report = ConsentSync(c).run()
+    assert report.finished
+    assert (report.counts["failed"], report.counts["written_back"]) == (1, 1)
+    failed = next(cid for cid in ("71301", "71302") if cid not in local.ipaas.updates)
+    entry = HistoryStore(local.redis()).recent(failed)[0]
+    assert (entry["step"], entry["outcome"]) == ("consent", "rejected")

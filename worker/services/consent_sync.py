@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from worker.adapters.checkpoints import CheckpointStore
+from worker.adapters.ipaas import UNAUTHORIZED_MESSAGE
 from worker.adapters.klaviyo_consent import KlaviyoConsent
 from worker.adapters.locks import RedisLock
 from worker.adapters.tombstones import Tombstones
@@ -206,6 +207,10 @@ class ConsentSync:
         except NotFoundError:
             return self._record(customer_id, cb.DELETED, profile["id"], "customer_not_found")
         except FinalError as exc:
+            if str(exc) == UNAUTHORIZED_MESSAGE:
+                # Not this customer's problem: stop, so the watermark does not move past
+                # everyone while the token is wrong.
+                raise PassStopped("ipaas unauthorized") from None
             logger.warning("consent-sync: customer %s not written back (%s)", customer_id,
                            type(exc).__name__)
             return self._record(customer_id, cb.FAILED, profile["id"],
@@ -214,8 +219,9 @@ class ConsentSync:
 
     def _record(self, customer_id: str, outcome: str, profile_id: str,
                 reason: str | None = None) -> str:
-        step = StepOutcome(CONSENT_STEP, _HISTORY[outcome], reason or (
-            outcome if outcome in (cb.NOT_OPTED_OUT,) else None), profile_id=profile_id)
+        if outcome == cb.NOT_OPTED_OUT:
+            reason = cb.NOT_OPTED_OUT  # "skipped" alone would not say why
+        step = StepOutcome(CONSENT_STEP, _HISTORY[outcome], reason, profile_id=profile_id)
         self.c.history.record(customer_id, step)
         return outcome
 
