@@ -26,7 +26,6 @@ sys.path.insert(0, ROOT)
 
 from producers.embedded_redis import start_redis  # noqa: E402
 from producers.local_stack import LocalStack  # noqa: E402
-from sandbox.klaviyo_privacy import suppress  # noqa: E402
 from sandbox.samples import customer  # noqa: E402
 from worker import bootstrap  # noqa: E402
 from worker.config import Settings  # noqa: E402
@@ -50,8 +49,7 @@ def set_up(stack: LocalStack, c: bootstrap.Container, profiles: int, false_every
         profile_id = stack.klaviyo.add_profile(email=f"consent{n}@example.com")
         links[str(n)] = profile_id
         stamp = (start + timedelta(seconds=1 + n // 3)).isoformat()
-        with stack.klaviyo._state.lock:  # the admin hook, with a chosen timestamp
-            suppress(stack.klaviyo._state, profile_id, REASONS[n % len(REASONS)], stamp)
+        stack.klaviyo.suppress(profile_id, REASONS[n % len(REASONS)], timestamp=stamp)
     c.links.set_many(links)
     return start, already_false
 

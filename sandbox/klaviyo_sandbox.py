@@ -204,12 +204,13 @@ class KlaviyoSandbox:
             profile = self._state.profiles[profile_id]
             self._state.record_consent(profile, channel, "marketing", consent, method="SANDBOX")
 
-    def suppress(self, profile_id: str, reason: str = "UNSUBSCRIBE") -> str:
+    def suppress(self, profile_id: str, reason: str = "UNSUBSCRIBE",
+                 timestamp: str | None = None) -> str:
         """Admin hook: the person unsubscribes (UNSUBSCRIBE), complains (SPAM_COMPLAINT), or
         the address bounces; adds a suppression with the reason and a timestamp, returned.
         Also served over HTTP: POST /_sandbox/profiles/{id}/suppressions {"reason": ...}."""
         with self._state.lock:
-            return suppress(self._state, profile_id, reason)
+            return suppress(self._state, profile_id, reason, timestamp)
 
     def unsubscribe(self, profile_id: str) -> str:
         """Admin hook: the person clicks an email's unsubscribe link."""

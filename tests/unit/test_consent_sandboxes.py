@@ -73,10 +73,8 @@ def test_suppressions_are_sorted_by_time_and_paged(
     ids = [klaviyo.add_profile(email=f"p{n}@example.com") for n in range(5)]
     # Suppressed out of order; the listing comes back oldest first.
     for n, offset in zip(range(5), (4, 2, 0, 3, 1), strict=True):
-        with klaviyo._state.lock:
-            from sandbox.klaviyo_privacy import suppress
-            suppress(klaviyo._state, ids[n], "SPAM_COMPLAINT" if n == 1 else "UNSUBSCRIBE",
-                     timestamp=(base + timedelta(minutes=offset)).isoformat())
+        klaviyo.suppress(ids[n], "SPAM_COMPLAINT" if n == 1 else "UNSUBSCRIBE",
+                         timestamp=(base + timedelta(minutes=offset)).isoformat())
     assert listed(consent, base - timedelta(minutes=1), page_size=2) == [
         ids[2], ids[4], ids[1], ids[3], ids[0]]
     assert listed(consent, base + timedelta(minutes=2)) == [ids[3], ids[0]]
