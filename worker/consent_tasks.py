@@ -17,11 +17,12 @@ from celery import Task
 
 from worker import bootstrap
 from worker.adapters.pending import PendingSyncs
+from worker.adapters.step_deadline import step_deadline
 from worker.celery_app import app
 from worker.core.errors import StepOutcome
 from worker.dispatch import send_later
 from worker.services.erasure import ERASE_STEP, erase_customer
-from worker.tasks import run_step
+from worker.tasks import STEP_DEADLINE_MARGIN_SECONDS, run_step
 
 logger = logging.getLogger("ipaas_klaviyo.consent")
 
@@ -35,9 +36,12 @@ def consent_sync() -> dict[str, Any]:
     from worker.services.consent_sync import ConsentSync, ConsentSyncBusy
 
     c = bootstrap.container()
-    deadline = time.monotonic() + c.settings.task_time_limit_seconds / 2
+    limit = c.settings.task_time_limit_seconds
+    deadline = time.monotonic() + limit / 2
     try:
-        report = ConsentSync(c).run(deadline=deadline)
+        # Limiter waits end in time for the task to finish inside its time limit.
+        with step_deadline(limit - STEP_DEADLINE_MARGIN_SECONDS):
+            report = ConsentSync(c).run(deadline=deadline)
     except ConsentSyncBusy:
         logger.info("consent-sync: another pass is running; skipped")
         return {"skipped": "another consent-sync is running"}

@@ -53,6 +53,10 @@ class PassStopped(Exception):
     """A call kept failing (or its retry would pass the deadline): the cursor stays."""
 
 
+# Why a pass stopped when only its time slice ran out: the next slice goes on at once.
+OUT_OF_TIME = "deadline"
+
+
 @dataclass
 class ConsentReport:
     since: datetime
@@ -132,7 +136,8 @@ class ConsentSync:
                     break
                 lock.renew()
         except PassStopped as stop:
-            report.finished, report.stopped = False, str(stop)
+            report.finished = False
+            report.stopped = None if str(stop) == OUT_OF_TIME else str(stop)
         finally:
             self.cursors.save(CURSOR_NAME, cursor.as_dict())
             report.watermark = cursor.watermark
@@ -153,9 +158,10 @@ class ConsentSync:
             except RetryableError as exc:
                 first_failure = first_failure if failures else time.monotonic()
                 decision = decide(exc, failures, time.monotonic() - first_failure, CALL_RETRY)
-                if isinstance(decision, GiveUp) or (
-                        deadline is not None and time.monotonic() + decision.delay > deadline):
+                if isinstance(decision, GiveUp):
                     raise PassStopped(type(exc).__name__) from None
+                if deadline is not None and time.monotonic() + decision.delay > deadline:
+                    raise PassStopped(OUT_OF_TIME) from None
                 failures = decision.attempts
                 self._sleep(decision.delay)
 
@@ -238,7 +244,7 @@ class ConsentSync:
                     raise result.exception or PassStopped(result.reason)
                 raise PassStopped(type(result.exception).__name__) from None
             if deadline is not None and time.monotonic() + result.delay > deadline:
-                raise PassStopped("deadline")
+                raise PassStopped(OUT_OF_TIME)
             attempts = result.attempts
             self._sleep(result.delay)
 
