@@ -144,7 +144,7 @@ class _Parser:
         while self.pos < len(self.text) and self.text[self.pos] not in ",)":
             self.pos += 1
         value = self.text[start:self.pos]
-        if parse_datetime(value) is None or " " in value.strip():
+        if parse_datetime(value) is None or " " in value.strip() or "T" not in value:
             raise invalid_filter()
         return value.strip()
 

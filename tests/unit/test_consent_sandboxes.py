@@ -139,3 +139,23 @@ def test_ipaas_customer_update_stores_the_customer(running_ipaas: IpaasSandbox) 
         with pytest.raises(NotFoundError):
             client.update_customer("56", {"id": 56})
     assert running_ipaas.call_counts["update_customer"] == 2
+
+
+def test_datetimes_in_filters_are_unquoted_iso_8601() -> None:
+    from sandbox.klaviyo_errors import ApiError
+    from sandbox.klaviyo_filters import PROFILE_FILTERS, parse_filter
+    from tests.contract.openapi_contract import _operation, filter_problem
+
+    allowed = (_operation("GET", "/api/profiles") or {})["x-klaviyo-filters"]
+    good = cb.suppressed_since_filter(datetime(2026, 12, 1, tzinfo=UTC))
+    assert filter_problem(good, allowed) is None
+    (condition,) = parse_filter(good, PROFILE_FILTERS)
+    assert condition.operator == "greater-than"
+    field = cb.SUPPRESSION_TIMESTAMP
+    for bad in (f'greater-than({field},"2026-12-01T00:00:00Z")',  # quoted
+                f"greater-than({field},2026-12-01)",  # a date, no time
+                f"greater-than({field},2026-12-01T00:00:00 00:00)",  # "+" decoded to a space
+                f"equals({field},2026-12-01T00:00:00Z)"):  # not an operator of the field
+        assert filter_problem(bad, allowed) is not None, bad
+        with pytest.raises(ApiError):
+            parse_filter(bad, PROFILE_FILTERS)
