@@ -60,6 +60,8 @@ task_routes = {
     "ipaas_klaviyo.sync_transaction": {"queue": "transactions"},
     # Its own queue: a reconcile tick must not wait behind thousands of queued syncs.
     "ipaas_klaviyo.reconcile": {"queue": "reconcile"},
+    "ipaas_klaviyo.consent_sync": {"queue": "reconcile"},
+    "ipaas_klaviyo.forget_customer": {"queue": "profiles"},
 }
 QUEUES = ("profiles", "addresses", "lists", "transactions")
 # Every worker also consumes this; it holds at most a reconcile tick, so it is not among the
@@ -74,6 +76,13 @@ beat_schedule = {
         "task": "ipaas_klaviyo.reconcile",
         "schedule": _settings.reconcile_interval_seconds,
         "options": {"expires": _settings.reconcile_interval_seconds},
+    },
+    # Klaviyo-side opt-outs back to iPaaS.com, every CONSENT_SYNC_INTERVAL_SECONDS (default
+    # 15 min); its own lock lets one pass run at a time.
+    "consent-sync": {
+        "task": "ipaas_klaviyo.consent_sync",
+        "schedule": _settings.consent_sync_interval_seconds,
+        "options": {"expires": _settings.consent_sync_interval_seconds},
     },
 }
 

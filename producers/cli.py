@@ -120,6 +120,20 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
                              full_scan=args.full_scan)
 
 
+def cmd_consent_sync(args: argparse.Namespace) -> int:
+    # Imported per command: the CLI loads only what the command runs.
+    from producers.consent_command import consent_sync_command
+
+    return consent_sync_command(since=args.since, once=args.once)
+
+
+def cmd_forget(args: argparse.Namespace) -> int:
+    # Imported per command: the CLI loads only what the command runs.
+    from producers.consent_command import forget_command
+
+    return forget_command(args.ids, yes=args.yes)
+
+
 def cmd_beat(args: argparse.Namespace, extra: list[str]) -> int:
     # Imported per command: the CLI loads only what the command runs.
     from producers.reconcile_command import beat_command
@@ -211,6 +225,19 @@ def build_parser() -> argparse.ArgumentParser:
                            help="reconcile transactions instead of customers")
     reconcile.add_argument("--full-scan", action="store_true",
                            help="page through every record, without the update-time filter")
+    consent = sub.add_parser(
+        "consent-sync", help="write Klaviyo-side unsubscribes back to iPaaS.com (exit 3: busy)")
+    consent.add_argument("--since", metavar="TIME",
+                         help="start from TIME instead of the watermark: ISO-8601, or 30m, "
+                              "2h, 7d ago")
+    consent.add_argument("--once", action="store_true",
+                         help="one pass, then exit (default: a pass every "
+                              "CONSENT_SYNC_INTERVAL_SECONDS until interrupted)")
+    forget = sub.add_parser(
+        "forget", help="erasure: tombstone customers; unlink (or, with "
+                       "KLAVIYO_DELETE_PROFILES=true, delete) their Klaviyo profiles")
+    forget.add_argument("ids", nargs="+", metavar="ID")
+    forget.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     sub.add_parser("beat", help="run Celery beat: the reconcile schedule (extra args go to "
                                 "Celery)")
     demo = sub.add_parser("demo", help="the whole system on embedded defaults")
@@ -230,7 +257,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_beat(args, extra)
         handlers = {"sync": cmd_sync, "status": cmd_status, "dlq": cmd_dlq, "demo": cmd_demo,
                     "serve": cmd_serve, "backfill": cmd_backfill, "shell": cmd_shell,
-                    "metrics": cmd_metrics, "reconcile": cmd_reconcile}
+                    "metrics": cmd_metrics, "reconcile": cmd_reconcile,
+                    "consent-sync": cmd_consent_sync, "forget": cmd_forget}
         return handlers[args.command](args)
     except ConfigurationError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)

@@ -9,13 +9,14 @@ from typing import Any
 from producers.cli_output import EXIT_OK, EXIT_REJECTED, EXIT_USAGE, print_json
 
 
-def _stores() -> tuple[Any, Any, Any, Any]:
+def _stores() -> tuple[Any, Any, Any, Any, Any]:
     # Imported per command: the CLI loads only what the command runs.
     from worker import bootstrap
     from worker.adapters.dead_letters import DeadLetterStore
     from worker.adapters.history import HistoryStore
     from worker.adapters.links import LinkStore
     from worker.adapters.scheduled import ScheduledSteps
+    from worker.adapters.tombstones import Tombstones
 
     settings = bootstrap.settings()
     client = bootstrap.redis_client(settings)
@@ -24,7 +25,8 @@ def _stores() -> tuple[Any, Any, Any, Any]:
         retention_seconds=int(settings.dead_letter_retention_days * 86400),
         max_entries=settings.dead_letter_max_entries,
     )
-    return LinkStore(client), dead_letters, HistoryStore(client), ScheduledSteps(client)
+    return (LinkStore(client), dead_letters, HistoryStore(client), ScheduledSteps(client),
+            Tombstones(client))
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -33,12 +35,14 @@ def cmd_status(args: argparse.Namespace) -> int:
         from producers.transaction_commands import transaction_status
 
         return transaction_status(str(args.id), args.json)
-    links, dead_letters, history, scheduled = _stores()
+    links, dead_letters, history, scheduled, tombstones = _stores()
     cid = str(args.id)
     waiting = [scheduled.waiting(step, cid) for step in ("profile", "address", "lists")]
+    tombstone = tombstones.get(cid)
     status = {
         "customer_id": cid,
         "profile_id": links.get(cid),
+        "tombstone": tombstone.as_dict() if tombstone else None,
         "dead_letters": dead_letters.for_customer(cid),
         "retrying": [w.as_dict() for w in waiting if w is not None],
         "history": history.recent(cid),
@@ -47,6 +51,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         print_json(status)
         return EXIT_OK
     print(f"customer {cid}: Klaviyo profile {status['profile_id'] or '(not linked)'}")
+    if tombstone is not None:
+        profile = f", profile was {tombstone.profile_id}" if tombstone.profile_id else ""
+        print(f"  tombstone: deleted ({tombstone.source}) at {tombstone.at}{profile}; "
+              "never synced again")
     for entry in status["dead_letters"]:
         print(f"  dead letter {entry['id']}: {entry['reason']} ({entry['attempts']} attempts)")
     for w in status["retrying"]:
@@ -98,7 +106,7 @@ def _cmd_dlq_select(args: argparse.Namespace, dead_letters: Any) -> int:
 
 
 def cmd_dlq(args: argparse.Namespace) -> int:
-    _, dead_letters, _, _ = _stores()
+    _, dead_letters, _, _, _ = _stores()
     if args.dlq_command in ("replay", "purge"):
         return _cmd_dlq_select(args, dead_letters)
     if args.dlq_command == "list":

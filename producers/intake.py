@@ -21,9 +21,10 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from producers.webhook_parsing import TRANSACTION, SyncRequest
+from producers.webhook_parsing import CUSTOMER_DELETED, TRANSACTION, SyncRequest
 from worker import bootstrap
 from worker.adapters.pending import PendingSyncs, QueuedSync, SyncMessages
+from worker.adapters.tombstones import WEBHOOK, Tombstones
 
 CONNECT_TIMEOUT_SECONDS = 0.5
 SOCKET_TIMEOUT_SECONDS = 2.0
@@ -58,6 +59,7 @@ class Intake:
         self.redis = client
         self.generate_events = generate_events
         self.pending = PendingSyncs(client)
+        self.tombstones = Tombstones(client)
         self.messages = messages
 
     def submit(self, requests: Sequence[SyncRequest]) -> SubmitResult:
@@ -75,6 +77,10 @@ class Intake:
             batch = requests[start:start + SUBMIT_BATCH]
             syncs = [self.messages.build(r) for r in batch]
             try:
+                # Deleted customers are tombstoned before anything is queued: from here on
+                # no sync touches them, even one already waiting in the queue.
+                self.tombstones.add_many(
+                    [r.record_id for r in batch if r.kind == CUSTOMER_DELETED], WEBHOOK)
                 pushed += self.pending.claim_and_push(syncs)
             except redis.RedisError as exc:
                 # Batches already sent stay claimed and queued: the redelivery the 503 asks

@@ -14,7 +14,9 @@ from worker.tasks.steps import sync_customer
 
 def enqueue_customer(customer_id: str, tracking_guid: str | None = None, *,
                      force: bool = False) -> AsyncResult:
-    kwargs: dict[str, object] = {"customer_id": str(customer_id), "tracking_guid": tracking_guid}
+    # explicit: a tombstoned customer is dead-lettered (customer_deleted), not dropped quietly.
+    kwargs: dict[str, object] = {"customer_id": str(customer_id), "tracking_guid": tracking_guid,
+                                 "explicit": True}
     if force:
         kwargs["force"] = True
     return send_step(sync_customer, kwargs)

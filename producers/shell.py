@@ -19,6 +19,7 @@ from worker.adapters.dead_letters import DeadLetterStore
 from worker.adapters.history import HistoryStore
 from worker.adapters.links import LinkStore
 from worker.adapters.task_ledger import TaskLedger
+from worker.adapters.tombstones import Tombstones
 from worker.config import Settings
 from worker.services import replay as replaying
 from worker.tasks.replay import enqueue_replay
@@ -36,6 +37,7 @@ HELP = (
     ("queues()", "messages waiting per queue, held by workers (unacked), and retries waiting"),
     ("open_steps(limit=20)",
      "steps sent and not yet at an outcome: the count, and those past due for the sweep"),
+    ("tombstones", "deleted or forgotten customers: .get(id), .deleted(ids), .remove(id)"),
     ("redis", "the Redis client behind the stores and queues"),
     ("help_()", "print this list again"),
 )
@@ -160,7 +162,7 @@ def build_namespace(source: Any) -> dict[str, Any]:
         "dlq": store, "dead_letters": dead_letters, "replay": replay, "purge": purge,
         "sync": sync, "status": status, "link": link, "queues": queues,
         "open_steps": open_steps, "help_": help_,
-        "redis": stores.redis,
+        "tombstones": Tombstones(stores.redis), "redis": stores.redis,
     }
 
 

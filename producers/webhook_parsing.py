@@ -25,12 +25,15 @@ from typing import Any
 
 CUSTOMER = "customer"
 TRANSACTION = "transaction"
+# A customer deleted in iPaaS.com: its erasure (tombstone, unlink, maybe profile deletion).
+CUSTOMER_DELETED = "customer_deleted"
 
 # Normalised scope → the kind of record to sync. The one place new scopes are routed.
 # Transactions are synced only while GENERATE_EVENTS is on; the intake drops them otherwise.
 ROUTES: dict[str, str] = {
     "customer/created": CUSTOMER,
     "customer/updated": CUSTOMER,
+    "customer/deleted": CUSTOMER_DELETED,
     "transaction/created": TRANSACTION,
     "transaction/updated": TRANSACTION,
 }

@@ -104,6 +104,7 @@ class IpaasSandbox:
         # (system id, lower-cased table name, internal id) → external id
         self._links: dict[tuple[str, str, str], str] = {}
         self._scripted: list[_Scripted] = []
+        self.updates: list[str] = []  # customer ids, one per accepted update (PUT)
         # Real list answers carry X-Pagination; switch it off to test clients without it.
         self.pagination_header = True
         # Switch the update-time filter off to exercise reconcile's full-scan path: the list
@@ -192,6 +193,7 @@ class IpaasSandbox:
             self.transactions.clear()
             self._links.clear()
             self._scripted.clear()
+            self.updates.clear()
             self.pagination_header = True
             self.update_filter_supported = True
             self.unsupported_filter_status = 400
@@ -205,6 +207,7 @@ class IpaasSandbox:
         base = "/customers/v2"
         routes: list[tuple[str, str, str, Handler]] = [
             ("GET", f"{base}/Customer/{{id}}", "get_customer", self._get_customer),
+            ("PUT", f"{base}/Customer/{{id}}", "update_customer", self._update_customer),
             ("GET", f"{base}/Customers", "list_customers", self._list_customers),
             ("GET", f"{base}/External/LookupExternal/{{id}}/{{system_id}}/{{table}}",
              "lookup_external", self._lookup_external),
@@ -259,6 +262,33 @@ class IpaasSandbox:
         if found is None:
             return _error(404, "Customer not found")
         return Response(200, found)
+
+    def _update_customer(self, request: Request) -> Response:
+        """Replace a customer with the body (the customer as read, changed). Like iPaaS.com
+        this sends no webhook by itself: a test that wants the customer/updated hook iPaaS.com
+        would send posts it to the receiver."""
+        customer_id = request.params["id"]
+        try:
+            body = request.json()
+        except ValueError:
+            return _error(400, "body is not JSON")
+        if not isinstance(body, dict):
+            return _error(400, "body must be an object")
+        if body.get("id") is not None and str(body["id"]) != customer_id:
+            return _error(400, "id in the body must match the id in the URL")
+        fields = body.get("custom_fields")
+        if fields is not None and not (isinstance(fields, list) and all(
+                isinstance(f, dict) and f.get("custom_field_name") for f in fields)):
+            return _error(400, "custom_fields must be a list of {custom_field_name, value}")
+        with self._lock:
+            if customer_id not in self._customers:
+                return _error(404, "Customer not found")
+            stored = copy.deepcopy(body)
+            stored["id"] = self._customers[customer_id].get("id", customer_id)
+            stored["updated_datetime"] = _now_iso()
+            self._customers[customer_id] = stored
+            self.updates.append(customer_id)
+        return Response(200, copy.deepcopy(stored))
 
     def _list_customers(self, request: Request) -> Response:
         query = request.query

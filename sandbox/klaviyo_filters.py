@@ -1,12 +1,15 @@
 """Klaviyo's ``filter`` query parameter: ``equals(email,"a@b.com")``, ``any(id,['x','y'])``,
-several conditions joined by commas (AND). Only quoted string values are understood, which
-covers every field the sandbox filters on; anything else is "Invalid filter provided".
+``greater-than(subscriptions.email.marketing.suppression.timestamp,2026-12-01T00:00:00Z)``,
+several conditions joined by commas (AND). Strings must be quoted and datetimes must not
+(Klaviyo's grammar); anything else is "Invalid filter provided".
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import operator
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from sandbox.klaviyo_errors import invalid_filter
@@ -16,9 +19,33 @@ from sandbox.klaviyo_errors import invalid_filter
 FilterRules = Mapping[str, Mapping[str, frozenset[str]]]
 
 IDENTITY_RULES = {"single": frozenset({"equals"}), "list": frozenset({"any", "equals"})}
+# "datetime": operators taking an unquoted datetime.
+TIME_RULES = {"datetime": frozenset({"greater-than", "less-than"})}
+SUPPRESSION_TIME_RULES = {"datetime": frozenset({"greater-than", "greater-or-equal",
+                                                 "less-than", "less-or-equal"})}
+SUPPRESSION_TIMESTAMP = "subscriptions.email.marketing.suppression.timestamp"
 PROFILE_FILTERS: FilterRules = {
-    name: IDENTITY_RULES for name in ("id", "email", "phone_number", "external_id")
+    **{name: IDENTITY_RULES for name in ("id", "email", "phone_number", "external_id")},
+    "created": TIME_RULES, "updated": TIME_RULES,
+    SUPPRESSION_TIMESTAMP: SUPPRESSION_TIME_RULES,
 }
+_COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {
+    "greater-than": operator.gt, "greater-or-equal": operator.ge,
+    "less-than": operator.lt, "less-or-equal": operator.le,
+}
+
+
+def parse_datetime(value: Any) -> datetime | None:
+    """An ISO 8601 datetime (``Z`` or an offset; none means UTC), else None."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 LIST_FILTERS: FilterRules = {"name": IDENTITY_RULES, "id": IDENTITY_RULES}
 
 
@@ -26,9 +53,14 @@ LIST_FILTERS: FilterRules = {"name": IDENTITY_RULES, "id": IDENTITY_RULES}
 class Condition:
     field: str
     values: tuple[str, ...]
+    operator: str = "equals"
 
     def matches(self, record: Mapping[str, Any]) -> bool:
-        return record.get(self.field) in self.values
+        compare = _COMPARISONS.get(self.operator)
+        if compare is None:
+            return record.get(self.field) in self.values
+        actual, wanted = parse_datetime(record.get(self.field)), parse_datetime(self.values[0])
+        return actual is not None and wanted is not None and compare(actual, wanted)
 
 
 def parse_filter(text: str, rules: FilterRules) -> list[Condition]:
@@ -97,12 +129,24 @@ class _Parser:
         self.expect(",")
         if self.peek() == "[":
             kind, values = "list", self.quoted_list()
-        else:
+        elif self.peek() in ("'", '"'):
             kind, values = "single", (self.quoted(),)
+        else:
+            kind, values = "datetime", (self.bare_datetime(),)
         self.expect(")")
         if operator not in rules.get(field, {}).get(kind, frozenset()):
             raise invalid_filter()
-        return Condition(field, values)
+        return Condition(field, values, operator)
+
+    def bare_datetime(self) -> str:
+        """An unquoted ISO 8601 datetime (a "+" decoded to a space is not one)."""
+        start = self.pos
+        while self.pos < len(self.text) and self.text[self.pos] not in ",)":
+            self.pos += 1
+        value = self.text[start:self.pos]
+        if parse_datetime(value) is None or " " in value.strip() or "T" not in value:
+            raise invalid_filter()
+        return value.strip()
 
     def quoted_list(self) -> tuple[str, ...]:
         self.expect("[")

@@ -50,6 +50,7 @@ OPERATION_TIERS: dict[str, str] = {
     "get_list_ids_for_bulk_import_profiles_job": "M",
     "create_event": "XL",
     "bulk_create_events": "M",
+    "request_profile_deletion": "S",
 }
 
 BURST_SECONDS, STEADY_SECONDS = 1, 60

@@ -7,6 +7,7 @@ Handlers run with the state lock held (see KlaviyoSandbox._operation).
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from sandbox.httpserver import Request, Response
@@ -21,8 +22,52 @@ from sandbox.klaviyo_attributes import (
 )
 from sandbox.klaviyo_documents import body_data, page_size, paged, profile_resource, single
 from sandbox.klaviyo_errors import JSON_API, duplicate_profile, invalid, not_found
-from sandbox.klaviyo_filters import PROFILE_FILTERS, parse_filter
+from sandbox.klaviyo_filters import (
+    PROFILE_FILTERS,
+    SUPPRESSION_TIMESTAMP,
+    parse_datetime,
+    parse_filter,
+)
 from sandbox.klaviyo_state import DUPLICATE_PRIORITY, KlaviyoState
+
+SORTS = ("created", "updated", "id", "email", SUPPRESSION_TIMESTAMP)
+
+
+def _filterable(record: dict[str, Any]) -> dict[str, Any]:
+    """What filters look at: id, the attributes and the latest email suppression's time."""
+    return {"id": record["id"], **record["attributes"],
+            SUPPRESSION_TIMESTAMP: latest_suppression(record)}
+
+
+def latest_suppression(record: dict[str, Any]) -> datetime | None:
+    stamps = [parse_datetime(s.get("timestamp"))
+              for s in record["subscriptions"]["email"]["marketing"]["suppression"]]
+    found = [s for s in stamps if s is not None]
+    return max(found) if found else None
+
+
+def _sorted(records: list[dict[str, Any]], sort: str | None) -> list[dict[str, Any]]:
+    """Records in ``sort`` order (``-`` descending); records without the value go last."""
+    if not sort:
+        return records
+    field = sort.removeprefix("-")
+    if field not in SORTS:
+        raise invalid(f"'{sort}' is not a valid sort field.", parameter="sort")
+
+    def value(record: dict[str, Any]) -> Any:
+        if field == SUPPRESSION_TIMESTAMP:
+            return latest_suppression(record)
+        if field == "id":
+            return record["id"]
+        raw = record["attributes"].get(field)
+        return parse_datetime(raw) if field in ("created", "updated") else raw
+
+    keyed = [(value(r), r) for r in records]
+    present = [pair for pair in keyed if pair[0] is not None]
+    missing = [r for v, r in keyed if v is None]
+    # Ties keep creation order (Python's sort is stable), as the cursor needs a fixed order.
+    present.sort(key=lambda pair: pair[0], reverse=sort.startswith("-"))
+    return [r for _, r in present] + missing
 
 
 class ProfileEndpoints:
@@ -35,9 +80,10 @@ class ProfileEndpoints:
             conditions = parse_filter(request.query["filter"], PROFILE_FILTERS)
             records = self._candidates(conditions)
             records = [r for r in records if all(
-                c.matches({"id": r["id"], **r["attributes"]}) for c in conditions)]
+                c.matches(_filterable(r)) for c in conditions)]
         else:
             records = list(self.state.profiles.values())
+        records = _sorted(records, request.query.get("sort"))
         page, links = paged(records, request, self.base_url(), size)
         data = [profile_resource(r, self.base_url(), request) for r in page]
         return Response(200, {"data": data, "links": links}, content_type=JSON_API)

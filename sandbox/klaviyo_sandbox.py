@@ -29,6 +29,7 @@ from sandbox.klaviyo_errors import (
 from sandbox.klaviyo_events import EventEndpoints
 from sandbox.klaviyo_limits import RateLimiter, tier_limits
 from sandbox.klaviyo_lists import ListEndpoints
+from sandbox.klaviyo_privacy import PrivacyEndpoints, suppress
 from sandbox.klaviyo_profiles import ProfileEndpoints
 from sandbox.klaviyo_state import CONSENT_STATES, IDENTIFIERS, KlaviyoState
 from sandbox.klaviyo_subscriptions import SubscriptionEndpoints
@@ -55,6 +56,7 @@ class KlaviyoSandbox:
         imports = self._bulk_imports = BulkImportEndpoints(self._state, lambda: self.url)
         jobs = "/api/profile-bulk-import-jobs"
         events = self._events = EventEndpoints(self._state)
+        privacy = self._privacy = PrivacyEndpoints(self._state)
         # (method, path, operationId, handler). Later additions (events) register here the
         # same way.
         self._operations: list[tuple[str, str, str, Handler]] = [
@@ -93,6 +95,8 @@ class KlaviyoSandbox:
             ("POST", "/api/events", "create_event", events.create_event),
             ("POST", "/api/event-bulk-create-jobs", "bulk_create_events",
              events.bulk_create_events),
+            ("POST", "/api/data-privacy-deletion-jobs", "request_profile_deletion",
+             privacy.request_profile_deletion),
         ]
         self._register_routes()
 
@@ -121,6 +125,7 @@ class KlaviyoSandbox:
         with self._state.lock:
             self._events.log.clear()
         self._bulk_imports.settings = BulkImportSettings()
+        self._privacy.deletion_jobs.clear()
         self._rate_limiter = None
         with self._state.lock:
             self.server.requests.clear()
@@ -198,6 +203,24 @@ class KlaviyoSandbox:
         with self._state.lock:
             profile = self._state.profiles[profile_id]
             self._state.record_consent(profile, channel, "marketing", consent, method="SANDBOX")
+
+    def suppress(self, profile_id: str, reason: str = "UNSUBSCRIBE",
+                 timestamp: str | None = None) -> str:
+        """Admin hook: the person unsubscribes (UNSUBSCRIBE), complains (SPAM_COMPLAINT), or
+        the address bounces; adds a suppression with the reason and a timestamp, returned.
+        Also served over HTTP: POST /_sandbox/profiles/{id}/suppressions {"reason": ...}."""
+        with self._state.lock:
+            return suppress(self._state, profile_id, reason, timestamp)
+
+    def unsubscribe(self, profile_id: str) -> str:
+        """Admin hook: the person clicks an email's unsubscribe link."""
+        return self.suppress(profile_id, "UNSUBSCRIBE")
+
+    @property
+    def deletion_jobs(self) -> list[dict[str, Any]]:
+        """What each accepted data privacy deletion job asked for ({field, value})."""
+        with self._state.lock:
+            return list(self._privacy.deletion_jobs)
 
     def email_consent(self, profile_id: str) -> str:
         with self._state.lock:
@@ -283,8 +306,21 @@ class KlaviyoSandbox:
         for path, methods in served.items():
             for method in set(METHODS) - methods:
                 self.server.route(method, path, _fail(partial(method_not_allowed, method)))
+        # The admin hook (no key, not Klaviyo's API; the contract check leaves /_sandbox/ out).
+        self.server.route("POST", r"/_sandbox/profiles/{id}/suppressions", self._admin_suppress)
         for method in METHODS:  # the route pattern is a regex: this one catches everything else
             self.server.route(method, "/.*", _fail(lambda: not_found("Not found.")))
+
+    def _admin_suppress(self, request: Request) -> Response:
+        try:
+            body = request.json() if request.body else {}
+            reason = str(body.get("reason") or "UNSUBSCRIBE") if isinstance(body, dict) else ""
+            stamp = self.suppress(request.params["id"], reason)
+        except KeyError:
+            return Response(404, {"error": "no such profile"})
+        except ValueError as exc:
+            return Response(400, {"error": str(exc)})
+        return Response(201, {"reason": reason, "timestamp": stamp})
 
     def _operation(self, operation_id: str, handler: Handler) -> Handler:
         def run(request: Request) -> Response:

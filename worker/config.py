@@ -156,6 +156,11 @@ class Settings:
     # Every key the service writes in Redis starts with this (worker/adapters/keys.py), so
     # two deployments can share one Redis.
     redis_key_prefix: str = "ipk:"
+    # Consent back to iPaaS.com (README, "Consent back to iPaaS.com"): the beat interval of
+    # consent-sync; and erasure (README, "Deletions"): whether forgetting a customer also asks
+    # Klaviyo to delete the linked profile.
+    consent_sync_interval_seconds: float = 900.0
+    klaviyo_delete_profiles: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -230,6 +235,10 @@ class Settings:
             receiver_workers=(_positive(e, "RECEIVER_WORKERS")
                               if e.get("RECEIVER_WORKERS", "").strip() else None),
             redis_key_prefix=e.get("REDIS_KEY_PREFIX", d.redis_key_prefix),
+            consent_sync_interval_seconds=_number(
+                e, "CONSENT_SYNC_INTERVAL_SECONDS", d.consent_sync_interval_seconds
+            ),
+            klaviyo_delete_profiles=_flag(e, "KLAVIYO_DELETE_PROFILES", False),
         ).checked()
 
     def checked(self) -> Settings:
@@ -262,6 +271,8 @@ class Settings:
             raise ConfigurationError(
                 "RECONCILE_INTERVAL_SECONDS and RECONCILE_LOOKBACK_SECONDS must be positive"
             )
+        if self.consent_sync_interval_seconds <= 0:
+            raise ConfigurationError("CONSENT_SYNC_INTERVAL_SECONDS must be positive")
         if self.reconcile_page_size < 1:
             raise ConfigurationError("RECONCILE_PAGE_SIZE must be at least 1")
         if self.webhook_max_body_bytes <= 0:

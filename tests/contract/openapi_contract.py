@@ -17,7 +17,8 @@ places where the real API is not, so ``violations`` adds its own checks, each ma
   but Klaviyo answers 400 "'x' is not a valid field"). Members under ``oneOf``/``anyOf`` are
   not checked for this.
 
-What is still not checked: filter value types beyond quoting, the response side, and the
+``filter`` datetimes must be unquoted ISO 8601 with a zone. What is still not checked:
+filter value types beyond quoting and datetimes, the response side, and the
 409/429 behaviour the spec does not document.
 
 Messages name the method, path, parameter and JSON pointer, never a header or body value.
@@ -31,6 +32,7 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -73,9 +75,14 @@ def load_stats() -> dict[str, float]:
     return dict(_load_stats)
 
 
+SANDBOX_ADMIN_PREFIX = "/_sandbox/"  # the sandbox's own admin hooks, not Klaviyo's API
+
+
 def violations(requests: list[Request]) -> list[str]:
     problems: list[str] = []
     for request in requests:
+        if request.path.startswith(SANDBOX_ADMIN_PREFIX):
+            continue
         found = list(_problems(request))
         if found:
             problems.append(f"{request.method} {request.path}: " + "; ".join(found))
@@ -207,12 +214,27 @@ def filter_problem(text: str, allowed: dict[str, Any]) -> str | None:
             "format") != "date-time"
         if kind == "single" and must_quote and value[0] not in "'\"":
             return f"the value for '{match['field']}' must be quoted"
+        if kind == "single" and value_schema.get("format") == "date-time" \
+                and not _is_datetime(value):
+            return f"the value for '{match['field']}' must be an unquoted ISO 8601 datetime"
         position = match.end()
         if position == len(text):
             return None
         if text[position] != ",":
             return "conditions must be separated by commas"
         position += 1
+
+
+def _is_datetime(value: str) -> bool:
+    """Klaviyo's grammar: datetimes unquoted, ISO 8601 with a zone (``Z`` or an offset)."""
+    if value[0] in "'\"" or not re.fullmatch(r"\d{4}-\d{2}-\d{2}T[0-9:.]+(Z|[+-]\d{2}:\d{2})",
+                                             value):
+        return False
+    try:
+        datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return True
 
 
 # -- spec navigation ---------------------------------------------------------------------

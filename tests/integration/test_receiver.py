@@ -27,6 +27,7 @@ from producers.serve import default_workers, workers_from_env
 from producers.webhook_parsing import CUSTOMER, SyncRequest
 from tests.support import free_port
 from worker.adapters.pending import PendingSyncs
+from worker.adapters.tombstones import Tombstones
 from worker.config import Secret
 from worker.core.errors import ConfigurationError
 
@@ -123,6 +124,19 @@ def test_envelope_is_accepted_and_each_customer_is_queued_once(
         {"customer_id": "1001", "tracking_guid": "guid-1"},
         {"customer_id": "1002", "tracking_guid": None},
     ]
+
+
+def test_customer_deleted_tombstones_at_once_and_queues_the_erase_step(
+    receiver: Receiver, redis_client: redis.Redis
+) -> None:
+    reply = receiver.post(envelope(note("1003", "Customer/Deleted"), note("1004")))
+    assert reply.status == 202
+    assert reply.body == {"accepted": 2, "coalesced": 0, "ignored": 0, "rejected": []}
+    assert Tombstones(redis_client).deleted(["1003", "1004"]) == {"1003"}
+    messages = [json.loads(raw) for raw in reversed(redis_client.lrange(QUEUE, 0, -1))]
+    assert [m["headers"]["task"] for m in messages] == [
+        "ipaas_klaviyo.forget_customer", "ipaas_klaviyo.sync_customer"]
+    assert queued(redis_client)[0] == {"customer_id": "1003", "tracking_guid": None}
 
 
 def test_bare_object_bare_list_and_pascal_case(

@@ -88,7 +88,7 @@ def test_customer_scopes_route_to_customer_sync(scope: str) -> None:
 
 
 @pytest.mark.parametrize("scope", [
-    "customer/deleted", "customer/category/initialize", "product/poll", "giftcard/created",
+    "customer/category/initialize", "product/poll", "giftcard/created",
     "transaction/deleted", "customer", "customer/updated/extra",
 ])
 def test_other_scopes_are_not_routed(scope: str) -> None:

@@ -112,6 +112,18 @@ class IpaasClient:
                                 f"{CUSTOMERS_API}/Customer/{_segment(customer_id)}",
                                 "customer", reasons.CUSTOMER_NOT_FOUND)
 
+    def update_customer(self, customer_id: str, customer: dict[str, Any]) -> None:
+        """Replace the customer with ``customer`` (the record as read, changed): how
+        consent-sync sets SubscribeProfile. ``NotFoundError`` when the id is unknown."""
+        operation = "update_customer"
+        response, verdict = self._send(operation, "PUT",
+                                       f"{CUSTOMERS_API}/Customer/{_segment(customer_id)}",
+                                       json_body=customer)
+        if verdict.verdict is Verdict.NOT_FOUND:
+            raise NotFoundError(f"ipaas {operation}: customer not found",
+                                reason=reasons.CUSTOMER_NOT_FOUND)
+        self._raise_unless_ok(operation, response, verdict)
+
     def _get_record(self, operation: str, path: str, what: str, not_found: str
                     ) -> dict[str, Any]:
         """GET one record; a 404 is ``NotFoundError`` with the ``not_found`` reason."""

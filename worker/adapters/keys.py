@@ -16,6 +16,8 @@ DEFAULT_PREFIX = "ipk:"
 
 # Key families, each a name under the prefix (``{id}``: one key per record).
 LINKS = "links"                        # hash: customer id → Klaviyo profile id (``~``: unconfirmed)
+LINKS_BY_PROFILE = "links:by-profile"  # hash: Klaviyo profile id → customer id (consent-sync)
+TOMBSTONES = "tombstones"              # hash: customer id → tombstone (erased: never synced again)
 FINGERPRINTS = "fingerprints"          # hash: customer id → fingerprint of the last payload sent
 HISTORY = "history"                    # list per customer (``history:{id}``): recent step outcomes
 DEAD_LETTERS = "dlq"                   # ``dlq:entry:{id}``, ``dlq:customer:{id}``, ``dlq:by_time``…

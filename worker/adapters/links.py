@@ -1,9 +1,12 @@
 """Which Klaviyo profile belongs to which iPaaS.com customer.
 
 One Redis hash, ``{prefix}:links``, maps customer id to profile id, so a lookup of many
-customers is a single HMGET. A link not yet written back to iPaaS.com's external-id table
-(the backfill stores links faster than iPaaS.com takes them) is kept with a ``~`` prefix:
-``lookup`` reports it as unconfirmed and the next sync or write-back task confirms it.
+customers is a single HMGET; ``{prefix}:links:by-profile`` maps back (consent-sync starts
+from Klaviyo profiles). A reverse entry counts only while the forward link agrees, so one
+left behind by a relink or a deletion never names the wrong customer. A link not yet
+written back to iPaaS.com's external-id table (the backfill stores links faster than
+iPaaS.com takes them) is kept with a ``~`` prefix: ``lookup`` reports it as unconfirmed
+and the next sync or write-back task confirms it.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ class LinkStore:
         require_decoded(client)
         self._redis = client
         self.key = keys.key(keys.LINKS, prefix)
+        self.reverse_key = keys.key(keys.LINKS_BY_PROFILE, prefix)
 
     def get(self, customer_id: str) -> str | None:
         return self.lookup(customer_id)[0]
@@ -46,15 +50,37 @@ class LinkStore:
 
     def set(self, customer_id: str, profile_id: str, *, confirmed: bool = True) -> None:
         value = profile_id if confirmed else UNCONFIRMED + profile_id
-        self._redis.hset(self.key, customer_id, value)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hset(self.key, customer_id, value)
+        pipe.hset(self.reverse_key, profile_id, customer_id)
+        pipe.execute()
 
     def set_many(self, links: dict[str, str], *, confirmed: bool = True) -> None:
         if links:
             prefix = "" if confirmed else UNCONFIRMED
-            self._redis.hset(self.key, mapping={c: prefix + p for c, p in links.items()})
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.hset(self.key, mapping={c: prefix + p for c, p in links.items()})
+            pipe.hset(self.reverse_key, mapping={p: c for c, p in links.items()})
+            pipe.execute()
 
     def delete(self, customer_id: str) -> None:
-        self._redis.hdel(self.key, customer_id)
+        profile_id = self.get(customer_id)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hdel(self.key, customer_id)
+        if profile_id is not None:
+            pipe.hdel(self.reverse_key, profile_id)
+        pipe.execute()
+
+    def customers_for(self, profile_ids: list[str]) -> dict[str, str]:
+        """profile id -> linked customer id, for the profiles our store links (two HMGETs)."""
+        if not profile_ids:
+            return {}
+        back = cast(list[str | None], self._redis.hmget(self.reverse_key, profile_ids))
+        candidates = {p: c for p, c in zip(profile_ids, back, strict=True) if c is not None}
+        if not candidates:
+            return {}
+        forward = self.get_many(list(candidates.values()))
+        return {p: c for p, c in candidates.items() if forward.get(c) == p}
 
     def get_many(self, customer_ids: list[str]) -> dict[str, str | None]:
         if not customer_ids:

@@ -34,6 +34,7 @@ COUNTERS: dict[str, str] = {
     "ipaas_calls_total": "iPaaS.com API calls by operation and HTTP status (error: no answer)",
     "throttled_total": "Calls held back: klaviyo = a 429, limiter = no slot within the wait",
     "lost_tasks_resent_total": "Steps sent again after the broker lost their message",
+    "consent_sync_profiles_total": "Profiles read by consent-sync, by result",
 }
 
 

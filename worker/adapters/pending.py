@@ -28,6 +28,7 @@ from worker.adapters.task_ledger import LedgerEntry, TaskLedger
 
 CUSTOMER = "customer"
 TRANSACTION = "transaction"
+CUSTOMER_DELETED = "customer_deleted"
 DEFAULT_TTL_SECONDS = 3600
 
 logger = logging.getLogger("ipaas_klaviyo.pending")
@@ -67,6 +68,7 @@ class QueuedSync:
 TASKS: dict[str, tuple[str, str]] = {
     CUSTOMER: ("ipaas_klaviyo.sync_customer", "customer_id"),
     TRANSACTION: ("ipaas_klaviyo.sync_transaction", "transaction_id"),
+    CUSTOMER_DELETED: ("ipaas_klaviyo.forget_customer", "customer_id"),
 }
 
 

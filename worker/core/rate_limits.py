@@ -63,6 +63,8 @@ OPERATION_TIERS: dict[str, str] = {
     # events (planned)
     "create_event": "XL",
     "bulk_create_events": "M",
+    # erasure: its own small tier (scope data-privacy:write)
+    "request_profile_deletion": "S",
     # account key check: once per connection, never per task
     "get_accounts": "XS",
 }

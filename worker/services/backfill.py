@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from worker.adapters.klaviyo.bulk import BulkRowsRejected, KlaviyoBulkImports
 from worker.adapters.stores import CheckpointStore
 from worker.adapters.subscription_batches import BatchRow, send_subscription_batch
+from worker.adapters.tombstones import Tombstones
 from worker.bootstrap import Container
 from worker.core import batch_outcomes, reasons
 from worker.core.backfill import (
@@ -95,8 +96,12 @@ class Backfill:
         for chunk in _chunks(self._limited(source, options.limit), LOOKUP_CHUNK):
             ids = [str(r.get("id")) for _, r in chunk if not isinstance(r, BadLine)]
             links = self.c.links.get_many([i for i in ids if i and i != "None"])
+            deleted = Tombstones(self.c.redis).deleted(ids)
             for ordinal, record in chunk:
                 progress.add("read")
+                if not isinstance(record, BadLine) and str(record.get("id")) in deleted:
+                    done = ordinal  # tombstoned (deleted or forgotten): never loaded again
+                    continue
                 prepared = self._prepare(record, links)
                 if prepared is not None:
                     progress.add("valid")

@@ -23,8 +23,10 @@ from typing import Any, TextIO
 from worker.adapters.ipaas import FilterNotAccepted
 from worker.adapters.locks import RedisLock
 from worker.adapters.metrics import Metrics
+from worker.adapters.pending import CUSTOMER as CUSTOMER_KIND
 from worker.adapters.pending import PendingSyncs, SyncMessages
 from worker.adapters.stores import CheckpointStore, WatermarkStore
+from worker.adapters.tombstones import Tombstones
 from worker.bootstrap import Container
 from worker.config import Settings
 from worker.core.errors import RetryableError
@@ -220,6 +222,10 @@ class Reconciler:
             report.fell_back = "ignored"
             state.mode = FULL_SCAN
         wanted = kind.to_sync(records, state)
+        if kind.pending_kind == CUSTOMER_KIND:
+            # Tombstoned customers (deleted or forgotten) are never synced again.
+            deleted = Tombstones(self.c.redis).deleted(wanted)
+            wanted = [record_id for record_id in wanted if record_id not in deleted]
         syncs = [self.messages.sync(kind.pending_kind, rid, None) for rid in wanted]
         pushed = self.pending.claim_and_push(syncs)
         enqueued = sum(pushed)

@@ -165,6 +165,8 @@ def task_call(entry: Entry) -> tuple[str, dict[str, str]]:
         return "sync_transaction", kwargs
     if not customer_id:
         raise NotReplayable(f"no task replays a {entry['step']} entry")
+    if entry["step"] == "erase":  # an erasure that gave up: run it again
+        return "forget_customer", {"customer_id": customer_id, "source": "forget"}
     context = entry.get("context") or {}
     task = _STEP_TASKS.get(entry["step"])
     if task and context.get("profile_id") and context.get("collection"):

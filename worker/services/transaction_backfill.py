@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 from worker.adapters.dead_letters import TRANSACTION_STEP
 from worker.adapters.klaviyo.events import MAX_EVENTS_PER_REQUEST, KlaviyoEvents, ProfileEvents
 from worker.adapters.stores import CheckpointStore
+from worker.adapters.tombstones import Tombstones
 from worker.bootstrap import Container
 from worker.core.errors import ValidationFailed
 from worker.core.events import build_order_events, event_attributes, profile_reference
@@ -81,6 +82,7 @@ class TransactionBackfill:
         self._retry = RetryPolicy(max_attempts=6, base_seconds=1.0, cap_seconds=30.0)
         self.requests = 0
         self._links: dict[str, str | None] = {}
+        self._deleted: set[str] = set()
         self._placed: set[str] = set()
 
     def run(self, options: TransactionBackfillOptions) -> TransactionBackfillReport:
@@ -135,6 +137,7 @@ class TransactionBackfill:
         """Links and sent markers of a chunk in two round trips, not two per order."""
         customers = {c for c in map(customer_id_of, records) if c is not None}
         self._links = self.c.links.get_many(sorted(customers))
+        self._deleted = Tombstones(self.c.redis).deleted(sorted(customers))
         self._placed = self.sent.placed_among(
             [t for t in map(transaction_id, records) if t is not None])
 
@@ -161,6 +164,8 @@ class TransactionBackfill:
         assert tid is not None
         if tid in self._placed:
             return None  # went out before (live or an earlier run): append-only
+        if customer_id_of(record) in self._deleted:
+            return None  # an order of a deleted customer would bring the person back
         progress.add("valid")
         profile = self._profile(record)
         attributes = []

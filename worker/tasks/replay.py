@@ -9,8 +9,9 @@ import uuid
 from worker import bootstrap
 from worker.adapters.dead_letters import TRANSACTION_STEP
 from worker.adapters.scheduled import ScheduledSteps
-from worker.services.replay import Entry, task_call
-from worker.tasks import steps, transactions
+from worker.adapters.tombstones import Tombstones
+from worker.services.replay import Entry, NotReplayable, task_call
+from worker.tasks import consent, steps, transactions
 from worker.tasks.dispatch import send_step
 
 
@@ -35,9 +36,14 @@ def enqueue_replay(entry: Entry) -> str:
     """Enqueue the entry's step as a fresh task (a new retry budget); the tracking guid
     ``replay-…`` marks the run as a replay in the sync history. Returns the task id."""
     name, kwargs = task_call(entry)
+    customer_id = entry.get("customer_id")
+    if (name != "forget_customer" and customer_id
+            and Tombstones(bootstrap.settings_and_redis()[1]).is_deleted(str(customer_id))):
+        raise NotReplayable("the customer was deleted (tombstone)")
     waiting = run_waiting_retry_now(entry, name)
     if waiting is not None:
         return waiting
-    task = getattr(transactions if name == "sync_transaction" else steps, name)
+    module = {"sync_transaction": transactions, "forget_customer": consent}.get(name, steps)
+    task = getattr(module, name)
     result = send_step(task, {**kwargs, "tracking_guid": f"replay-{uuid.uuid4()}"})
     return str(result.id)

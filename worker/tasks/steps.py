@@ -24,6 +24,8 @@ from worker.adapters.pending import CUSTOMER, PendingSyncs
 from worker.adapters.scheduled import Waiting, subject_of
 from worker.adapters.step_deadline import step_deadline
 from worker.adapters.task_ledger import TaskLedger
+from worker.adapters.tombstones import Tombstones
+from worker.core import reasons
 from worker.core.errors import StepOutcome
 from worker.core.retry import GiveUp, RetryIn, attempt
 from worker.observability import step_scope
@@ -169,6 +171,26 @@ def _dead_letter_customer(customer_id: str, retry_kwargs: dict[str, Any],
     return str(known) if known else None
 
 
+def dropped_if_deleted(task: Task, step: str, customer_id: str, tracking_guid: str | None,
+                       *, explicit: bool = False) -> StepOutcome | None:
+    """A tombstoned customer's step is dropped before it reads or writes anything (a
+    webhook, reconcile or a retry scheduled before the deletion). An explicit ``sync ID``
+    is dead-lettered as ``customer_deleted``, so the operator sees why nothing happened."""
+    c = bootstrap.container()
+    if not Tombstones(c.redis).is_deleted(customer_id):
+        return None
+    if explicit:
+        outcome = StepOutcome(step, "rejected", reasons.CUSTOMER_DELETED)
+        c.dead_letters.record(customer_id=customer_id, step=step,
+                              reason=reasons.CUSTOMER_DELETED, errors=[],
+                              last_error="the customer was deleted (tombstone)")
+    else:
+        outcome = StepOutcome(step, "skipped", reasons.CUSTOMER_DELETED)
+    record_outcome(c, customer_id, outcome, tracking_guid, 0.0)
+    TaskLedger(c.redis).finish(task.request.id)
+    return outcome
+
+
 @app.task(bind=True, name="ipaas_klaviyo.sync_customer", max_retries=None)
 def sync_customer(
     self: Task,
@@ -177,6 +199,7 @@ def sync_customer(
     first_attempt_at: float | None = None,
     force: bool = False,
     attempts: int = 0,
+    explicit: bool = False,
     **_earlier: Any,  # arguments only messages from earlier versions carry (limiter_waits)
 ) -> dict:
     """Fetch, map, validate, resolve and upsert one customer; then chain its other steps.
@@ -186,6 +209,9 @@ def sync_customer(
     """
     PendingSyncs(bootstrap.container().redis).started(CUSTOMER, str(customer_id))
     customer_id = str(customer_id)
+    dropped = dropped_if_deleted(self, PROFILE, customer_id, tracking_guid, explicit=explicit)
+    if dropped is not None:
+        return {**_result(customer_id, dropped), "inline": []}
     children: list[str] = []
     inline: list[dict] = []  # outcomes of chained steps settled here, for `sync --wait`
 
@@ -240,6 +266,9 @@ def apply_address(
 ) -> dict:
     """Make the primary billing address the profile's location; a bad address rejects
     this step only."""
+    dropped = dropped_if_deleted(self, ADDRESS, str(customer_id), tracking_guid)
+    if dropped is not None:
+        return _result(str(customer_id), dropped)
 
     def work(c: bootstrap.Container) -> StepOutcome:
         sync_address(
@@ -275,6 +304,9 @@ def apply_subscriptions(
     result, so here nothing is recorded and no result is stored (Ignore). A failure to plan
     or queue is retried or dead-lettered by run_step like any step failure.
     """
+    dropped = dropped_if_deleted(self, LISTS, str(customer_id), tracking_guid)
+    if dropped is not None:
+        return _result(str(customer_id), dropped)
     c = bootstrap.container()
     batching = c.settings.subscription_batch_window > 0
     failed: Exception | None = None

@@ -17,6 +17,8 @@ from worker import bootstrap
 from worker.adapters.dead_letters import TRANSACTION_STEP
 from worker.adapters.pending import PendingSyncs
 from worker.adapters.task_ledger import TaskLedger
+from worker.adapters.tombstones import Tombstones
+from worker.core import reasons
 from worker.core.errors import StepOutcome
 from worker.core.transactions import customer_id_of
 from worker.services.sync_service import ProfileSyncResult
@@ -74,6 +76,10 @@ def sync_transaction(
         transaction = c.ipaas.get_transaction(transaction_id)
         # Known from here on: a dead letter or a retry names the customer too.
         retry_kwargs["customer_id"] = customer_id_of(transaction) or customer_id
+        if retry_kwargs["customer_id"] and Tombstones(c.redis).is_deleted(
+                str(retry_kwargs["customer_id"])):
+            # An order of a deleted customer would bring the person back into Klaviyo.
+            return StepOutcome(TRANSACTION_STEP, "skipped", reasons.CUSTOMER_DELETED)
         result = send_order_events(
             transaction, transaction_id, c.transaction_ports, c.mapping,
             c.transaction_settings, now=datetime.now(UTC), tracking_guid=tracking_guid,
