@@ -32,16 +32,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         from producers.transaction_commands import transaction_status
 
         return transaction_status(str(args.id), args.json)
+    from producers.customer_status import customer_status
+
     links, dead_letters, history, scheduled = _stores()
     cid = str(args.id)
-    waiting = [scheduled.waiting(step, cid) for step in ("profile", "address", "lists")]
-    status = {
-        "customer_id": cid,
-        "profile_id": links.get(cid),
-        "dead_letters": dead_letters.for_customer(cid),
-        "retrying": [w.as_dict() for w in waiting if w is not None],
-        "history": history.recent(cid),
-    }
+    status = customer_status(cid, links, dead_letters, history, scheduled)
     if args.json:
         print_json(status)
         return EXIT_OK
@@ -69,7 +64,8 @@ def _cmd_dlq_select(args: argparse.Namespace, dead_letters: Any) -> int:
 
     try:
         entries, missing = replay.select(dead_letters, ids=args.ids or None, all=args.all,
-                                         reason=args.reason, since=args.since)
+                                         reason=args.reason, since=args.since,
+                                         step=args.step)
     except replay.SelectionError as exc:
         print(f"ipaas-klaviyo dlq {args.dlq_command}: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -133,6 +133,13 @@ class Settings:
     reconcile_filter_field: str = "UpdateDateTime"
     reconcile_full_scan: bool = False
     reconcile_page_size: int = 100
+    # The operator console (`ipaas-klaviyo admin`, README "Operator console"): it refuses to
+    # start without a password or a werkzeug password hash.
+    admin_password: Secret = _NO_SECRET
+    admin_password_hash: Secret = _NO_SECRET
+    admin_secure_cookies: bool = False  # True behind TLS: the browser sends the cookie only there
+    admin_read_only: bool = False  # True hides and refuses replay, purge and sync now
+    admin_behind_proxy: bool = False  # True: trust one proxy's X-Forwarded-For/-Proto
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -202,6 +209,11 @@ class Settings:
             reconcile_page_size=int(
                 _number(e, "RECONCILE_PAGE_SIZE", d.reconcile_page_size)
             ),
+            admin_password=Secret(e.get("ADMIN_PASSWORD", "")),
+            admin_password_hash=Secret(e.get("ADMIN_PASSWORD_HASH", "")),
+            admin_secure_cookies=_flag(e, "ADMIN_SECURE_COOKIES", False),
+            admin_read_only=_flag(e, "ADMIN_READ_ONLY", False),
+            admin_behind_proxy=_flag(e, "ADMIN_BEHIND_PROXY", False),
         ).checked()
 
     def checked(self) -> Settings:

@@ -1,0 +1,96 @@
+"""What the console reads and acts through: the CLI's own stores and services, built once.
+
+Nothing here talks to Redis itself; every read is a store's method (worker/adapters) and
+every action the CLI's (producers/replay.py, producers/manual_sync.py, producers/dry_run.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from producers import replay
+from worker.adapters.admin_auth import AdminSessions, LoginLockout
+from worker.adapters.checkpoints import CheckpointStore
+from worker.adapters.dead_letter_pages import DeadLetterPages
+from worker.adapters.dead_letters import DeadLetterStore
+from worker.adapters.history import HistoryStore
+from worker.adapters.links import LinkStore
+from worker.adapters.metrics import Metrics
+from worker.adapters.rate_limiter import RedisRateLimiter, account_id
+from worker.adapters.scheduled import ScheduledSteps
+from worker.adapters.task_ledger import TaskLedger
+from worker.adapters.watermarks import WatermarkStore
+from worker.config import Settings
+from worker.core.rate_limits import effective_limits, parse_limits
+
+Entry = dict[str, Any]
+
+
+def enqueue_sync(customer_id: str) -> str:
+    """``sync`` of one customer (a forced send, as an operator asking means it); task id."""
+    from producers.manual_sync import enqueue_customer
+
+    return str(enqueue_customer(customer_id, force=True).id)
+
+
+def preview(customer_id: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """(the dry run's report, the live Klaviyo profile or None): `sync --dry-run` and one
+    ``GET /api/profiles/{id}`` of the linked (or dry-run-found) profile."""
+    from producers.dry_run import NEW_PROFILE, dry_run
+    from worker import bootstrap
+
+    c = bootstrap.container()
+    report = dry_run(customer_id, c)
+    profile_id = (report["steps"].get("profile") or {}).get("profile_id") \
+        or c.links.get(customer_id)
+    if not profile_id or profile_id == NEW_PROFILE:
+        return report, None
+    return report, c.klaviyo.get_profile(str(profile_id))
+
+
+@dataclass
+class ConsoleServices:
+    settings: Settings
+    redis: redis.Redis
+    dead_letters: DeadLetterStore
+    pages: DeadLetterPages
+    history: HistoryStore
+    links: LinkStore
+    scheduled: ScheduledSteps
+    ledger: TaskLedger
+    metrics: Metrics
+    watermarks: WatermarkStore
+    checkpoints: CheckpointStore
+    limiter: RedisRateLimiter
+    sessions: AdminSessions
+    lockout: LoginLockout
+    enqueue_replay: Callable[[Entry], str] = field(default=replay.default_enqueue)
+    enqueue_sync: Callable[[str], str] = field(default=enqueue_sync)
+    preview: Callable[[str], tuple[dict[str, Any], dict[str, Any] | None]] = field(
+        default=preview)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ConsoleServices:
+        from worker import bootstrap
+
+        client = bootstrap.redis_client(settings)
+        dead_letters = DeadLetterStore(
+            client,
+            retention_seconds=int(settings.dead_letter_retention_days * 86400),
+            max_entries=settings.dead_letter_max_entries,
+        )
+        limiter = RedisRateLimiter(
+            client, account_id(settings.klaviyo_api_key.value),
+            effective_limits(parse_limits(settings.klaviyo_rate_limits)))
+        return cls(
+            settings=settings, redis=client, dead_letters=dead_letters,
+            pages=DeadLetterPages(dead_letters), history=HistoryStore(client),
+            links=LinkStore(client), scheduled=ScheduledSteps(client),
+            ledger=TaskLedger(client), metrics=Metrics(client),
+            watermarks=WatermarkStore(client), checkpoints=CheckpointStore(client),
+            limiter=limiter, sessions=AdminSessions(client), lockout=LoginLockout(client),
+        )
