@@ -60,7 +60,11 @@ def render(series: Series) -> Markup:
                          f'height="{h:.1f}" fill="{colour(outcome)}">'
                          f"<title>{escape(label)}: {escape(tip)}</title></rect>")
         if i % 10 == 0 or i == len(minutes) - 1:
-            parts.append(f'<text x="{x:.1f}" y="{HEIGHT - 6}">{escape(label)}</text>')
+            # The newest minute's label ends at the right edge instead of running past it.
+            anchor = ' text-anchor="end"' if i == len(minutes) - 1 and i else ""
+            x_text = x + bar_w if anchor else x
+            parts.append(f'<text x="{x_text:.1f}" y="{HEIGHT - 6}"{anchor}>'
+                         f"{escape(label)}</text>")
     parts.append("</svg>")
     return Markup("".join(parts))
 
