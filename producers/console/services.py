@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import redis
 
 from producers import replay
+from worker import bootstrap
 from worker.adapters.admin_auth import AdminSessions, LoginLockout
 from worker.adapters.checkpoints import CheckpointStore
 from worker.adapters.dead_letter_pages import DeadLetterPages
@@ -24,6 +26,7 @@ from worker.adapters.rate_limiter import RedisRateLimiter, account_id
 from worker.adapters.scheduled import ScheduledSteps
 from worker.adapters.task_ledger import TaskLedger
 from worker.adapters.watermarks import WatermarkStore
+from worker.bootstrap import Container
 from worker.config import Settings
 from worker.core.rate_limits import effective_limits, parse_limits
 
@@ -37,13 +40,19 @@ def enqueue_sync(customer_id: str) -> str:
     return str(enqueue_customer(customer_id, force=True).id)
 
 
-def preview(customer_id: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
+@lru_cache(maxsize=2)
+def _container(settings: Settings) -> Container:
+    # Built on the first preview: the rest of the console needs no API credentials.
+    return bootstrap.build(settings)
+
+
+def preview(settings: Settings, customer_id: str
+            ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """(the dry run's report, the live Klaviyo profile or None): `sync --dry-run` and one
     ``GET /api/profiles/{id}`` of the linked (or dry-run-found) profile."""
     from producers.dry_run import NEW_PROFILE, dry_run
-    from worker import bootstrap
 
-    c = bootstrap.container()
+    c = _container(settings)
     report = dry_run(customer_id, c)
     profile_id = (report["steps"].get("profile") or {}).get("profile_id") \
         or c.links.get(customer_id)
@@ -70,13 +79,12 @@ class ConsoleServices:
     lockout: LoginLockout
     enqueue_replay: Callable[[Entry], str] = field(default=replay.default_enqueue)
     enqueue_sync: Callable[[str], str] = field(default=enqueue_sync)
-    preview: Callable[[str], tuple[dict[str, Any], dict[str, Any] | None]] = field(
-        default=preview)
+
+    def preview(self, customer_id: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        return preview(self.settings, customer_id)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ConsoleServices:
-        from worker import bootstrap
-
         client = bootstrap.redis_client(settings)
         dead_letters = DeadLetterStore(
             client,

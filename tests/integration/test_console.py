@@ -203,7 +203,8 @@ def test_bad_input_is_never_a_500(app: Flask) -> None:
                         ("/dead-letters/entry/" + "x" * 5000, 404),
                         ("/customer?id=no%20such%20id", 400), ("/customer?id=" + "9" * 500, 400),
                         ("/customer?id=424242", 200), ("/customer?id=1&kind=transaction", 200),
-                        ("/customer/%3Cscript%3E/preview", 400), ("/no/such/page", 404)):
+                        ("/customer/%3Cscript%3E/preview", 400), ("/no/such/page", 404),
+                        ("/customer/424242/preview", 200)):
         page(client, url, status)
     token = csrf(page(client, "/"))
     for data in ({"action": "explode", "scope": "selected"},
