@@ -9,6 +9,7 @@ hashes only for the page shown.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import cast
 
@@ -45,18 +46,28 @@ class DeadLetterPages:
         self.indexed_key = f"{store.index_key.rsplit(':', 1)[0]}:indexed"
 
     def ensure_indexed(self) -> int:
-        """Put entries recorded before the reason and step indexes existed into them, once;
-        returns how many entries were looked at (0 when already done)."""
+        """Put entries recorded before the reason and step indexes existed into them, once,
+        a page of ids at a time; returns how many entries were looked at (0: already done)."""
         if self._redis.get(self.indexed_key):
             return 0
-        seen = 0
-        for entry in self.store.list():
-            seen += 1
-            score = parse_iso(entry["last_failed_at"]).timestamp()
-            pipe = self._redis.pipeline(transaction=False)
-            pipe.zadd(self.store.reason_key(entry["reason"]), {entry["id"]: score})
-            pipe.zadd(self.store.step_key(entry["step"]), {entry["id"]: score})
-            pipe.execute()
+        seen, offset = 0, 0
+        while True:
+            scored = cast(list[tuple[str, float]], self._redis.zrange(
+                self.store.index_key, offset, offset + LIST_PAGE_SIZE - 1, withscores=True))
+            if not scored:
+                break
+            offset += len(scored)
+            read = self._redis.pipeline(transaction=False)
+            for entry_id, _ in scored:
+                read.hget(self.store.entry_key(entry_id), "reason")
+            write = self._redis.pipeline(transaction=False)
+            for (entry_id, score), reason in zip(scored, read.execute(), strict=True):
+                if reason is None:  # gone since: nothing to index
+                    continue
+                seen += 1
+                write.zadd(self.store.reason_key(json.loads(reason)), {entry_id: score})
+                write.zadd(self.store.step_key(entry_id.split(":", 1)[0]), {entry_id: score})
+            write.execute()
         self._redis.set(self.indexed_key, "1")
         return seen
 
