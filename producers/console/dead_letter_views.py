@@ -130,7 +130,7 @@ def act() -> Any:
         message = report.summary
     audit(action, scope=scope, ids=",".join(touched) or "none")
     left = s.pages.count(_filter(args)) if scope == "matching" else 0
-    if scope == "matching" and left and action == "purge":
+    if left:  # past this click's limit, or failed again already
         message += f"; {left} still match"
     flash(message)
     kept: dict[str, Any] = {k: v for k, v in args.items() if v}
