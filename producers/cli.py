@@ -141,6 +141,13 @@ def cmd_beat(args: argparse.Namespace, extra: list[str]) -> int:
     return beat_command(extra)
 
 
+def cmd_admin(args: argparse.Namespace) -> int:
+    # Imported per command: the CLI loads only what the command runs.
+    from producers.console.server import serve_console
+
+    return serve_console(host=args.host, port=args.port)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     # Imported per command: the CLI loads only what the command runs.
     from producers.demo import run_demo
@@ -185,10 +192,13 @@ def build_parser() -> argparse.ArgumentParser:
     dlq_show.add_argument("--json", action="store_true")
     for name, verb in (("replay", "re-enqueue through each entry's own task, then remove it"),
                        ("purge", "delete without replaying")):
-        selecting = dlq_sub.add_parser(name, help=f"{verb}: ID..., --reason, --since or --all")
+        selecting = dlq_sub.add_parser(
+            name, help=f"{verb}: ID..., --reason, --step, --since or --all")
         selecting.add_argument("ids", nargs="*", metavar="ID", help="entry ids, e.g. profile:42")
         selecting.add_argument("--all", action="store_true", help="every entry")
         selecting.add_argument("--reason", metavar="CODE", help="entries with this reason code")
+        selecting.add_argument("--step", metavar="STEP",
+                               help="entries of this step: profile, address, lists, transaction")
         selecting.add_argument("--since", metavar="TIME",
                                help="entries failed since TIME: ISO-8601, or 30m, 2h, 7d ago")
     sub.add_parser("shell", help="interactive admin shell: dead letters, replay, sync, queues")
@@ -240,6 +250,10 @@ def build_parser() -> argparse.ArgumentParser:
     forget.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     sub.add_parser("beat", help="run Celery beat: the reconcile schedule (extra args go to "
                                 "Celery)")
+    admin = sub.add_parser("admin", help="the operator console (web): overview, dead letters, "
+                                         "customers; needs ADMIN_PASSWORD")
+    admin.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    admin.add_argument("--port", type=int, default=8090, help="port to listen on")
     demo = sub.add_parser("demo", help="the whole system on embedded defaults")
     demo.add_argument("--concurrency", type=int, default=2, help="worker processes")
     return parser
@@ -258,7 +272,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         handlers = {"sync": cmd_sync, "status": cmd_status, "dlq": cmd_dlq, "demo": cmd_demo,
                     "serve": cmd_serve, "backfill": cmd_backfill, "shell": cmd_shell,
                     "metrics": cmd_metrics, "reconcile": cmd_reconcile,
-                    "consent-sync": cmd_consent_sync, "forget": cmd_forget}
+                    "consent-sync": cmd_consent_sync, "forget": cmd_forget,
+                    "admin": cmd_admin}
         return handlers[args.command](args)
     except ConfigurationError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)

@@ -35,22 +35,17 @@ def cmd_status(args: argparse.Namespace) -> int:
         from producers.transaction_commands import transaction_status
 
         return transaction_status(str(args.id), args.json)
+    # Imported per command: the CLI loads only what the command runs.
+    from producers.customer_status import customer_status
+
     links, dead_letters, history, scheduled, tombstones = _stores()
     cid = str(args.id)
-    waiting = [scheduled.waiting(step, cid) for step in ("profile", "address", "lists")]
-    tombstone = tombstones.get(cid)
-    status = {
-        "customer_id": cid,
-        "profile_id": links.get(cid),
-        "tombstone": tombstone.as_dict() if tombstone else None,
-        "dead_letters": dead_letters.for_customer(cid),
-        "retrying": [w.as_dict() for w in waiting if w is not None],
-        "history": history.recent(cid),
-    }
+    status = customer_status(cid, links, dead_letters, history, scheduled, tombstones)
     if args.json:
         print_json(status)
         return EXIT_OK
     print(f"customer {cid}: Klaviyo profile {status['profile_id'] or '(not linked)'}")
+    tombstone = tombstones.get(cid)
     if tombstone is not None:
         profile = f", profile was {tombstone.profile_id}" if tombstone.profile_id else ""
         print(f"  tombstone: deleted ({tombstone.source}) at {tombstone.at}{profile}; "
@@ -81,7 +76,8 @@ def _cmd_dlq_select(args: argparse.Namespace, dead_letters: Any) -> int:
 
     try:
         entries, missing = replay.select(dead_letters, ids=args.ids or None, all=args.all,
-                                         reason=args.reason, since=args.since)
+                                         reason=args.reason, since=args.since,
+                                         step=args.step)
     except replay.SelectionError as exc:
         print(f"ipaas-klaviyo dlq {args.dlq_command}: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -161,6 +161,13 @@ class Settings:
     # Klaviyo to delete the linked profile.
     consent_sync_interval_seconds: float = 900.0
     klaviyo_delete_profiles: bool = False
+    # The operator console (`ipaas-klaviyo admin`, README "Operator console"): it refuses to
+    # start without a password or a werkzeug password hash.
+    admin_password: Secret = _NO_SECRET
+    admin_password_hash: Secret = _NO_SECRET
+    admin_secure_cookies: bool = False  # True behind TLS: the browser sends the cookie only there
+    admin_read_only: bool = False  # True hides and refuses replay, purge and sync now
+    admin_behind_proxy: bool = False  # True: trust one proxy's X-Forwarded-For/-Proto
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -239,6 +246,11 @@ class Settings:
                 e, "CONSENT_SYNC_INTERVAL_SECONDS", d.consent_sync_interval_seconds
             ),
             klaviyo_delete_profiles=_flag(e, "KLAVIYO_DELETE_PROFILES", False),
+            admin_password=Secret(e.get("ADMIN_PASSWORD", "")),
+            admin_password_hash=Secret(e.get("ADMIN_PASSWORD_HASH", "")),
+            admin_secure_cookies=_flag(e, "ADMIN_SECURE_COOKIES", False),
+            admin_read_only=_flag(e, "ADMIN_READ_ONLY", False),
+            admin_behind_proxy=_flag(e, "ADMIN_BEHIND_PROXY", False),
         ).checked()
 
     def checked(self) -> Settings:

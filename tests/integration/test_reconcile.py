@@ -37,6 +37,7 @@ from worker.services.reconcile import (
     ReconcileOptions,
     Reconciler,
     ReconcileReport,
+    last_pass_name,
 )
 
 LONG_AGO = datetime.now(UTC) - timedelta(days=3)
@@ -148,6 +149,10 @@ def test_filtered_pass_syncs_changed_customers_and_a_second_pass_enqueues_nothin
     assert again.counts["seen"] == again.counts["unchanged"] == 5  # inside the skew margin
     assert again.watermark >= report.watermark
     assert klaviyo_calls(local) - calls == len(changed)
+    # The last finished pass is kept for the operator console's overview.
+    last = CheckpointStore(local.redis()).load(last_pass_name("customers"))
+    assert last is not None and last["counts"] == again.counts
+    assert last["watermark"] == again.as_dict()["watermark"] and last["finished_at"]
 
 
 @pytest.mark.parametrize("refusal", [400, None], ids=["refused", "ignored"])

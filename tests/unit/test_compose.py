@@ -57,8 +57,8 @@ def variables_named(text: str) -> set[str]:
 
 
 def test_services() -> None:
-    assert set(SERVICES) == {"redis", "receiver", "worker", "beat", "flower"}
-    for name in ("receiver", "worker", "beat", "flower"):
+    assert set(SERVICES) == {"redis", "receiver", "worker", "beat", "flower", "admin"}
+    for name in ("receiver", "worker", "beat", "flower", "admin"):
         service = SERVICES[name]
         assert service["build"] == "."
         assert service["depends_on"]["redis"]["condition"] == "service_healthy"
@@ -95,8 +95,12 @@ def test_every_setting_the_service_reads_is_passed_to_the_workers() -> None:
                      "METRICS_TOKEN"}
     assert receiver_only <= read
     passed = set(SERVICES["worker"]["environment"])
-    assert read - receiver_only <= passed, read - passed
+    console_only = {name for name in read if name.startswith("ADMIN_")}
+    assert console_only >= {"ADMIN_PASSWORD", "ADMIN_PASSWORD_HASH", "ADMIN_READ_ONLY"}
+    assert read - receiver_only - console_only <= passed, read - passed
     assert receiver_only <= set(SERVICES["receiver"]["environment"])
+    assert console_only <= set(SERVICES["admin"]["environment"])
+    assert not console_only & passed  # the workers never hold the console's password
 
 
 def test_every_variable_is_documented() -> None:
@@ -111,7 +115,7 @@ def test_ipaas_klaviyo_commands_exist_in_the_cli() -> None:
     parser = build_parser()
     subcommands = dict(next(a for a in parser._actions if a.dest == "command").choices or {})
     named = [command(s) for s in SERVICES if SERVICES[s]["command"][0] == "ipaas-klaviyo"]
-    assert {c[1] for c in named} == {"serve", "worker", "beat"}
+    assert {c[1] for c in named} == {"serve", "worker", "beat", "admin"}
     for argv in named:
         assert argv[1] in subcommands
         args, extra = parser.parse_known_args(argv[1:])
@@ -170,6 +174,7 @@ def healthcheck(service: str, *, port: int | None = None, env: dict[str, str]) -
 
 SERVICES["receiver"]["_container_port"] = 8080
 SERVICES["flower"]["_container_port"] = 5555
+SERVICES["admin"]["_container_port"] = 8090
 
 
 @pytest.fixture(scope="module")
@@ -273,5 +278,27 @@ def test_flower_command_starts_and_passes_its_healthcheck(local: LocalStack) -> 
     process = run([*argv, "--address=127.0.0.1"], env)
     try:
         wait_while_running(lambda: healthcheck("flower", port=port, env=env), process)
+    finally:
+        stop(process)
+
+
+def test_admin_port_is_published_on_the_loopback_only() -> None:
+    assert SERVICES["admin"]["ports"] == ["127.0.0.1:${ADMIN_PORT:-8090}:8090"]
+    args = build_parser().parse_args(["admin"])
+    assert (args.host, args.port) == ("127.0.0.1", 8090)  # the command's own default
+
+
+@pytest.mark.integration
+def test_admin_command_starts_and_passes_its_healthcheck(local: LocalStack) -> None:
+    env = service_env("admin", local)
+    assert env["ADMIN_PASSWORD"] == ""  # compose leaves it to .env: the test sets one
+    env["ADMIN_PASSWORD"] = "s3cret-for-the-test"
+    argv = command("admin")
+    port = free_port()
+    argv[argv.index("--port") + 1] = str(port)
+    argv[argv.index("--host") + 1] = "127.0.0.1"
+    process = run(argv, env)
+    try:
+        wait_while_running(lambda: healthcheck("admin", port=port, env=env), process)
     finally:
         stop(process)

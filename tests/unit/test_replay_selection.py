@@ -45,9 +45,10 @@ class FakeStore:
         return self.entries.get(entry_id)
 
     def list(self, *, reason: str | None = None, since: str | None = None,
-             limit: int | None = None) -> list[dict[str, Any]]:
+             limit: int | None = None, step: str | None = None) -> list[dict[str, Any]]:
         found = [e for e in self.entries.values()
                  if (reason is None or e["reason"] == reason)
+                 and (step is None or e["step"] == step)
                  and (since is None or e["last_failed_at"] >= since)]
         return sorted(found, key=lambda e: e["last_failed_at"], reverse=True)
 
@@ -114,6 +115,10 @@ def test_reason_since_and_all_select_from_the_store() -> None:
     assert [e["id"] for e in recent] == ["profile:1", "profile:2"]
     narrowed, _ = select(store, reason="invalid_phone", since="2d", now=NOW)
     assert [e["id"] for e in narrowed] == ["profile:1"]
+    by_step, _ = select(store, step="address")
+    assert [e["id"] for e in by_step] == ["address:3"]
+    assert select(store, step="profile", reason="invalid_email")[0] == [
+        store.entries["profile:2"]]
     everything, _ = select(store, all=True)
     assert [e["id"] for e in everything] == ["profile:1", "profile:2", "address:3"]
 
@@ -127,6 +132,9 @@ def test_reason_since_and_all_select_from_the_store() -> None:
     {"all": True, "reason": "invalid_phone"},
     {"all": True, "since": "2h"},
     {"reason": "invalid_phoen"},
+    {"step": "adress"},
+    {"all": True, "step": "profile"},
+    {"ids": ["profile:1"], "step": "profile"},
 ])
 def test_missing_or_contradictory_selectors_are_usage_errors(selectors: dict) -> None:
     store = store_of_three()

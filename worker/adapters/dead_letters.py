@@ -7,6 +7,10 @@ Layout under the prefix:
   ``dlq:customer:{id}``     set of entry ids naming that customer; may hold stale ids, which
                             readers skip and drop, and expires with the retention period
   ``dlq:dropped_total``     how many entries trimming dropped (age or count), ever
+  ``dlq:by_reason:{code}``  sorted sets id → last failure, one per reason code and one per
+  ``dlq:by_step:{step}``    step: the console pages a filter through them and counts them
+                            (worker/adapters/dead_letter_pages.py); ``dlq:indexed`` marks
+                            them built for entries recorded before they existed
 
 Entries hold field names, reason codes and messages only, never the values that failed; an
 ``address`` or ``lists`` entry also holds the ids its step needs to run again (``context``).
@@ -24,6 +28,7 @@ import redis
 
 from worker.adapters import keys
 from worker.adapters.links import require_decoded
+from worker.core import reasons
 from worker.core.errors import FieldError
 
 logger = logging.getLogger("ipaas_klaviyo.dead_letters")
@@ -33,7 +38,9 @@ Entry = dict[str, Any]
 # Spelled out here because inside the class ``list`` names the method.
 EntryList = list[Entry]
 ScoredIds = list[tuple[str, float]]
+KeyList = list[str]
 TRANSACTION_STEP = "transaction"
+STEPS = ("profile", "address", "lists", TRANSACTION_STEP)
 LIST_PAGE_SIZE = 500
 LAST_ERROR_MAX_CHARS = 500
 ENTRY_FIELDS = (
@@ -43,6 +50,8 @@ ENTRY_FIELDS = (
 
 # Drops an entry only if it was not re-recorded since the caller looked at it (its score
 # is still at most the one observed), so trimming never discards a fresh failure.
+# Both scripts also take the entry out of its reason and step indexes (ARGV[3]: key prefix;
+# the step is the entry id's first part).
 # Returns the entry's JSON customer id ("null" when none) when dropped, nil otherwise.
 _DROP_IF_UNCHANGED = """
 local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
@@ -50,6 +59,9 @@ if not score or tonumber(score) > tonumber(ARGV[2]) then
   return nil
 end
 local customer_id = redis.call('HGET', KEYS[2], 'customer_id')
+local reason = redis.call('HGET', KEYS[2], 'reason')
+if reason then redis.call('ZREM', ARGV[3] .. 'by_reason:' .. cjson.decode(reason), ARGV[1]) end
+redis.call('ZREM', ARGV[3] .. 'by_step:' .. string.match(ARGV[1], '^[^:]*'), ARGV[1])
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('DEL', KEYS[2])
 return customer_id or 'null'
@@ -63,6 +75,9 @@ if ARGV[2] ~= '' and redis.call('HGET', KEYS[2], 'last_failed_at') ~= ARGV[2] th
   return nil
 end
 local customer_id = redis.call('HGET', KEYS[2], 'customer_id')
+local reason = redis.call('HGET', KEYS[2], 'reason')
+if reason then redis.call('ZREM', ARGV[3] .. 'by_reason:' .. cjson.decode(reason), ARGV[1]) end
+redis.call('ZREM', ARGV[3] .. 'by_step:' .. string.match(ARGV[1], '^[^:]*'), ARGV[1])
 local removed = redis.call('DEL', KEYS[2]) + redis.call('ZREM', KEYS[1], ARGV[1])
 if removed == 0 then
   return nil
@@ -112,6 +127,12 @@ class DeadLetterStore:
     def customer_key(self, customer_id: str) -> str:
         return f"{self._prefix}:customer:{customer_id}"
 
+    def reason_key(self, reason: str) -> str:
+        return f"{self._prefix}:by_reason:{reason}"
+
+    def step_key(self, step: str) -> str:
+        return f"{self._prefix}:by_step:{step}"
+
     def record(
         self,
         *,
@@ -129,6 +150,8 @@ class DeadLetterStore:
         moment = self._now()
         stamp = iso_utc(moment)
         key = self.entry_key(entry_id)
+        # A re-recorded entry with a new reason leaves its old reason's index.
+        previous = cast(str | None, self._redis.hget(key, "reason"))
         fields: dict[str, Any] = {
             "id": entry_id,
             "step": step,
@@ -152,6 +175,10 @@ class DeadLetterStore:
         pipe.hincrby(key, "attempts", 1)
         pipe.expire(key, self.retention_seconds)
         pipe.zadd(self.index_key, {entry_id: moment.timestamp()})
+        if previous is not None and json.loads(previous) != reason:
+            pipe.zrem(self.reason_key(json.loads(previous)), entry_id)
+        pipe.zadd(self.reason_key(reason), {entry_id: moment.timestamp()})
+        pipe.zadd(self.step_key(step), {entry_id: moment.timestamp()})
         if customer_id is not None:
             pipe.sadd(self.customer_key(customer_id), entry_id)
             pipe.expire(self.customer_key(customer_id), self.retention_seconds)
@@ -168,13 +195,17 @@ class DeadLetterStore:
         return _decode(stored) if stored else None
 
     def list(
-        self, *, reason: str | None = None, since: str | None = None, limit: int | None = None
+        self, *, reason: str | None = None, since: str | None = None, limit: int | None = None,
+        step: str | None = None,
     ) -> EntryList:
         """Entries, newest last failure first; ``since`` keeps those failed at or after it."""
         low = parse_iso(since).timestamp() if since is not None else "-inf"
+        index = (self.reason_key(reason) if reason is not None
+                 else self.step_key(step) if step is not None else self.index_key)
         found: EntryList = []
-        for entry in self._entries_newest_first(low):
-            if reason is not None and entry["reason"] != reason:
+        for entry in self._entries_newest_first(low, index):
+            if (reason is not None and entry["reason"] != reason) or (
+                    step is not None and entry["step"] != step):
                 continue
             found.append(entry)
             if limit is not None and len(found) >= limit:
@@ -186,7 +217,8 @@ class DeadLetterStore:
         that one. True when something was deleted."""
         expected = "" if if_last_failed_at is None else json.dumps(if_last_failed_at)
         raw_customer = self._remove_if_unchanged(
-            keys=[self.index_key, self.entry_key(entry_id)], args=[entry_id, expected]
+            keys=[self.index_key, self.entry_key(entry_id)],
+            args=[entry_id, expected, f"{self._prefix}:"],
         )
         if raw_customer is None:
             return False
@@ -227,6 +259,7 @@ class DeadLetterStore:
             self.index_key, "-inf", f"({self._retention_cutoff()}", withscores=True
         )
         by_age = self._drop(cast(ScoredIds, expired))
+        self._trim_indexes()
         by_count = 0
         excess = self.count() - self.max_entries
         if excess > 0:
@@ -246,6 +279,18 @@ class DeadLetterStore:
             )
         return by_age + by_count
 
+    def index_keys(self) -> KeyList:
+        return ([self.reason_key(code) for code in reasons.ALL]
+                + [self.step_key(step) for step in STEPS])
+
+    def _trim_indexes(self) -> None:
+        # An entry whose hash expired before trimming ran cannot name its reason: its
+        # index members go by age, like the entry did.
+        pipe = self._redis.pipeline(transaction=False)
+        for key in self.index_keys():
+            pipe.zremrangebyscore(key, "-inf", f"({self._retention_cutoff()}")
+        pipe.execute()
+
     def _retention_cutoff(self) -> float:
         return self._now().timestamp() - self.retention_seconds
 
@@ -257,7 +302,7 @@ class DeadLetterStore:
             for entry_id, score in batch:
                 self._drop_if_unchanged(
                     keys=[self.index_key, self.entry_key(entry_id)],
-                    args=[entry_id, repr(score)],
+                    args=[entry_id, repr(score), f"{self._prefix}:"],
                     client=pipe,
                 )
             cleanup = self._redis.pipeline(transaction=False)
@@ -271,14 +316,13 @@ class DeadLetterStore:
             cleanup.execute()
         return dropped
 
-    def _entries_newest_first(self, low: float | str) -> Iterator[Entry]:
+    def _entries_newest_first(self, low: float | str, index: str) -> Iterator[Entry]:
         offset = 0
         while True:
             entry_ids = cast(
                 list[str],
-                self._redis.zrevrangebyscore(
-                    self.index_key, "+inf", low, start=offset, num=LIST_PAGE_SIZE
-                ),
+                self._redis.zrevrangebyscore(index, "+inf", low, start=offset,
+                                             num=LIST_PAGE_SIZE),
             )
             if not entry_ids:
                 return

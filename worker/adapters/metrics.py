@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from worker.adapters import keys
@@ -38,6 +39,13 @@ COUNTERS: dict[str, str] = {
 }
 
 
+# Counters also kept per minute (name -> the label they are split by), for the console's
+# chart of the last hour: ``{prefix}:metrics:minute:{name}:{epoch minute}``, a hash
+# label value -> count, expiring after two hours.
+PER_MINUTE: dict[str, str] = {"syncs_total": "outcome"}
+PER_MINUTE_KEEP_SECONDS = 2 * 3600
+
+
 def encode_labels(labels: Labels) -> str:
     return json.dumps(sorted((str(k), str(v)) for k, v in labels.items()), separators=(",", ":"))
 
@@ -52,9 +60,25 @@ def status_label(status: int) -> str:
 
 
 class Metrics:
-    def __init__(self, client: Any, prefix: str | None = None) -> None:
+    def __init__(self, client: Any, prefix: str | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self._redis = client
         self._base = keys.key(keys.METRICS, prefix)
+        self._clock = clock
+
+    def minute_key(self, name: str, minute: int) -> str:
+        return f"{self._base}:minute:{name}:{minute}"
+
+    def per_minute(self, name: str, minutes: int = 60) -> list[tuple[int, dict[str, int]]]:
+        """The last ``minutes`` minutes of a PER_MINUTE counter, oldest first, the current
+        minute last: (epoch minute, {label value: count})."""
+        now = int(self._clock() // 60) * 60
+        starts = [now - 60 * back for back in range(minutes - 1, -1, -1)]
+        pipe = self._redis.pipeline(transaction=False)
+        for start in starts:
+            pipe.hgetall(self.minute_key(name, start))
+        return [(start, {_text(k): int(v) for k, v in (fields or {}).items()})
+                for start, fields in zip(starts, pipe.execute(), strict=True)]
 
     def key(self, name: str) -> str:
         return f"{self._base}:{name}"
@@ -76,6 +100,12 @@ class Metrics:
             for name, labels, n in todo:
                 pipe.hincrby(self.key(name), encode_labels(labels), n)
             pipe.sadd(self.names_key, *{name for name, _, _ in todo})
+            minute = int(self._clock() // 60) * 60
+            for name, labels, n in todo:
+                if name in PER_MINUTE:
+                    key = self.minute_key(name, minute)
+                    pipe.hincrby(key, labels.get(PER_MINUTE[name], ""), n)
+                    pipe.expire(key, PER_MINUTE_KEEP_SECONDS)
             pipe.execute()
         except Exception as exc:  # a lost count must never fail the work being counted
             logger.debug("metrics not counted: %s", type(exc).__name__)

@@ -171,6 +171,19 @@ class RedisRateLimiter:
             self._key(tier, "steady"), 0, -1, withscores=True)
         return [float(entry[1]) / MICROS for entry in entries]
 
+    def usage(self, tier: str) -> tuple[int, int]:
+        """Grants of ``tier`` in the last second and in the last minute (Redis clock), to
+        set against its (burst, steady) limits."""
+        seconds, micros = self._client.time()
+        now = seconds + micros / MICROS
+        grants = self.recent_grants(tier)
+        return (sum(1 for t in grants if t > now - BURST_WINDOW_SECONDS),
+                sum(1 for t in grants if t > now - STEADY_WINDOW_SECONDS))
+
+    @property
+    def limits(self) -> dict[str, tuple[int, int]]:
+        return dict(self._limits)
+
     def _limits_for(self, tier: str) -> tuple[int, int]:
         try:
             return self._limits[tier]

@@ -102,3 +102,7 @@ def _decode(customer_id: str, raw: str) -> Tombstone:
     profile_id = data.get("profile_id")
     return Tombstone(customer_id, str(data.get("at") or ""), str(data.get("source") or ""),
                      str(profile_id) if profile_id else None)
+
+    def count(self) -> int:
+        """How many customers carry a tombstone."""
+        return int(cast(int, self._redis.hlen(self.key)))

@@ -30,11 +30,13 @@ from worker.adapters.tombstones import Tombstones
 from worker.bootstrap import Container
 from worker.core import consent_back as cb
 from worker.core.errors import FinalError, NotFoundError, RetryableError, StepOutcome
+from worker.core.reconcile import format_time
 from worker.core.retry import Done, GiveUp, RetryPolicy, attempt, decide
 
 logger = logging.getLogger("ipaas_klaviyo.consent")
 
 CONSENT_STEP = "consent"
+LAST_PASS_NAME = "consent-sync:last_pass"
 CURSOR_NAME = "consent-sync"
 LOCK_NAME = "consent-sync"
 # Renewed after every page: it only has to outlast one page and its retries.
@@ -141,6 +143,11 @@ class ConsentSync:
         finally:
             self.cursors.save(CURSOR_NAME, cursor.as_dict())
             report.watermark = cursor.watermark
+        if report.finished:
+            # What the operator console shows as the last pass.
+            self.cursors.save(LAST_PASS_NAME, {
+                "finished_at": format_time(self._clock()), "counts": dict(report.counts),
+                "watermark": format_time(cursor.watermark)})
         return report
 
     def _pages(self, cursor: cb.ConsentCursor, deadline: float | None

@@ -52,6 +52,11 @@ LOCK_TTL_SECONDS = 600.0
 PAGE_RETRY = RetryPolicy(max_attempts=5, base_seconds=1.0, cap_seconds=30.0)
 
 
+def last_pass_name(kind: str) -> str:
+    """The checkpoint holding a kind's last finished pass (its report)."""
+    return f"reconcile:{kind}:last_pass"
+
+
 class ReconcileBusy(Exception):
     """Another process holds this kind's reconcile lock; nothing was done."""
 
@@ -188,6 +193,9 @@ class Reconciler:
         report.watermark = next_watermark(state.started_at, self.watermarks.get(kind.name))
         self.watermarks.set(kind.name, report.watermark)
         self.checkpoints.clear(self._checkpoint_name(kind))
+        # What the operator console shows as the last pass.
+        self.checkpoints.save(last_pass_name(kind.name),
+                              {**report.as_dict(), "finished_at": format_time(self._clock())})
         if progress is not None:
             progress.finish()
         return report

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from worker.adapters.dead_letters import TRANSACTION_STEP, iso_utc, parse_iso, utc_now
+from worker.adapters.dead_letters import STEPS, TRANSACTION_STEP, iso_utc, parse_iso, utc_now
 from worker.core import reasons
 
 Entry = dict[str, Any]
@@ -37,7 +37,8 @@ class DeadLetters(Protocol):
     def get(self, entry_id: str) -> Entry | None: ...
 
     def list(
-        self, *, reason: str | None = None, since: str | None = None, limit: int | None = None
+        self, *, reason: str | None = None, since: str | None = None, limit: int | None = None,
+        step: str | None = None,
     ) -> list[Entry]: ...
 
     def remove(self, entry_id: str, *, if_last_failed_at: str | None = None) -> bool: ...
@@ -59,19 +60,24 @@ def parse_since(text: str, now: datetime | None = None) -> str:
 
 
 def check_selectors(
-    ids: list[str] | None, all: bool, reason: str | None, since: str | None
+    ids: list[str] | None, all: bool, reason: str | None, since: str | None,
+    step: str | None = None,
 ) -> None:
-    """Ids name entries exactly; ``--reason`` and ``--since`` narrow together; ``--all`` is
-    needed to touch everything and takes nothing else."""
-    filters = reason is not None or since is not None
+    """Ids name entries exactly; ``--reason``, ``--step`` and ``--since`` narrow together;
+    ``--all`` is needed to touch everything and takes nothing else."""
+    filters = reason is not None or since is not None or step is not None
     if ids and (all or filters):
-        raise SelectionError("give entry ids or a selector (--all, --reason, --since), not both")
+        raise SelectionError(
+            "give entry ids or a selector (--all, --reason, --step, --since), not both")
     if all and filters:
-        raise SelectionError("--all takes no --reason or --since")
+        raise SelectionError("--all takes no --reason, --step or --since")
     if not ids and not all and not filters:
-        raise SelectionError("say which entries: ID..., --reason CODE, --since TIME or --all")
+        raise SelectionError(
+            "say which entries: ID..., --reason CODE, --step STEP, --since TIME or --all")
     if reason is not None and reason not in reasons.ALL:
         raise SelectionError(f"unknown reason code {reason!r}")
+    if step is not None and step not in STEPS:
+        raise SelectionError(f"unknown step {step!r}")
 
 
 def select(
@@ -82,9 +88,10 @@ def select(
     reason: str | None = None,
     since: str | None = None,
     now: datetime | None = None,
+    step: str | None = None,
 ) -> tuple[list[Entry], list[str]]:
     """(entries selected, ids given that name no entry). Raises SelectionError."""
-    check_selectors(ids, all, reason, since)
+    check_selectors(ids, all, reason, since, step)
     if ids:
         entries: list[Entry] = []
         missing: list[str] = []
@@ -96,7 +103,7 @@ def select(
                 entries.append(entry)
         return entries, missing
     low = None if since is None else parse_since(since, now)
-    return store.list(reason=reason, since=low), []
+    return store.list(reason=reason, since=low, step=step), []
 
 
 @dataclass
