@@ -17,14 +17,12 @@ start, and it prints the time from the kill until every customer reached an outc
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import signal
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -32,7 +30,7 @@ from producers.manual_sync import enqueue_customer
 from sandbox.__main__ import synthetic_customer
 from sandbox.embedded_redis import start_redis
 from sandbox.klaviyo_faults import PROFILE_OPERATIONS, RandomFaults
-from sandbox.local_stack import LocalStack
+from sandbox.local_stack import LocalStack, kill_tree
 from worker.adapters.dead_letters import DeadLetterStore
 from worker.adapters.history import HistoryStore
 from worker.adapters.scheduled import ScheduledSteps
@@ -45,13 +43,6 @@ DEFAULT_RETRIES = {"RETRY_BASE_SECONDS": "2", "RETRY_CAP_SECONDS": "600",
                    "SYNC_MAX_ATTEMPTS": "8"}
 
 
-def kill_tree(pid: int) -> None:
-    """SIGKILL a worker and its pool children at once, like a host losing power."""
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    child_pids = [int(c) for c in children.read_text().split()] if children.exists() else []
-    for target in [pid, *child_pids]:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(target, signal.SIGKILL)
 
 
 def run(customers: int, workers: int, concurrency: int, faults: bool,

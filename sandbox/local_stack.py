@@ -6,6 +6,7 @@ what the tests prove is what the demo shows.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -28,6 +30,15 @@ WEBHOOK_KEY = "local-webhook-key"
 KLAVIYO_KEY = "pk_sandbox_key"
 IPAAS_TOKEN = "ipaas-sandbox-token"
 SYSTEM_ID = "4242"
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a worker and its pool children at once, like a machine losing power."""
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    child_pids = [int(c) for c in children.read_text().split()] if children.exists() else []
+    for target in [pid, *child_pids]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(target, signal.SIGKILL)
 
 
 @dataclass

@@ -3,23 +3,23 @@ worker tree, and reading a customer's sync history."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
 import socket
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import redis
 
 from celeryconfig import QUEUES
+from sandbox.local_stack import kill_tree
 from worker.adapters.broker import queue_depths
 from worker.adapters.history import HistoryStore
 from worker.adapters.scheduled import ScheduledSteps
 from worker.adapters.task_ledger import TaskLedger
+
+__all__ = ["free_port", "history", "kill_tree", "steps_of", "unsettled", "wait_settled",
+           "wait_until"]
 
 
 def free_port() -> int:
@@ -39,13 +39,6 @@ def wait_until(condition: Callable[[], Any], timeout: float, what: str,
         time.sleep(interval)
 
 
-def kill_tree(pid: int) -> None:
-    """SIGKILL a worker and its pool children at once, like a machine losing power."""
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    child_pids = [int(c) for c in children.read_text().split()] if children.exists() else []
-    for target in [pid, *child_pids]:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(target, signal.SIGKILL)
 
 
 def history(client: redis.Redis, customer_id: str) -> list[dict[str, Any]]:

@@ -22,18 +22,17 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 import redis
-from celery import bootsteps
 
-from worker import bootstrap
 from worker.adapters import keys
 from worker.adapters.broker import BrokerScan
 from worker.adapters.metrics import Metrics
 from worker.adapters.scheduled import ScheduledSteps
 from worker.adapters.subscription_buffer import SubscriptionBuffer
 from worker.adapters.task_ledger import LedgerEntry, TaskLedger
+from worker.config import Settings
+from worker.tasks.timer_step import TimerStep
 
 logger = logging.getLogger("ipaas_klaviyo.lost_tasks")
 
@@ -80,39 +79,21 @@ def sweep_lost_tasks(ledger: TaskLedger, scan: BrokerScan, scheduled: ScheduledS
     return report
 
 
-class LostTaskSweep(bootsteps.StartStopStep):
+class LostTaskSweep(TimerStep):
     """Worker bootstep: run ``sweep_lost_tasks`` every ``sweep_interval`` on the timer."""
 
-    requires = {"celery.worker.components:Timer"}
-
-    def __init__(self, parent: Any, **kwargs: Any) -> None:
-        super().__init__(parent, **kwargs)
-        self._timer_ref: Any = None
-        self._client: redis.Redis | None = None
-        self._after = 0.0
-        self._batch_window = 0.0
-        self._app: Any = None
-
-    def start(self, parent: Any) -> None:
-        self._app = parent.app  # sends by task name: no import of the task modules here
-        settings = bootstrap.settings()
+    def configure(self, settings: Settings) -> None:
         self._after = settings.lost_task_after_seconds
         self._batch_window = settings.subscription_batch_window
-        self._client = redis.Redis.from_url(settings.redis_url, decode_responses=True,
-                                            socket_timeout=10)
-        self._timer_ref = parent.timer.call_repeatedly(
-            sweep_interval(self._after), self.sweep, priority=10)
 
-    def stop(self, parent: Any) -> None:
-        if self._timer_ref is not None:
-            self._timer_ref.cancel()
-            self._timer_ref = None
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+    def interval(self, settings: Settings) -> float:
+        return sweep_interval(settings.lost_task_after_seconds)
+
+    def tick(self) -> None:
+        self.sweep()
 
     def sweep(self) -> None:
-        client = self._client
+        client = self.client
         if client is None:
             return
         # One sweeper at a time across the fleet; the lock expires before the next tick.
@@ -127,7 +108,7 @@ class LostTaskSweep(bootsteps.StartStopStep):
             kicked = SubscriptionBuffer(client).claim_stalled(after_seconds=self._after,
                                                               window=self._batch_window)
             for key in kicked:
-                self._app.send_task(FLUSH_TASK, kwargs={"key": key})
+                self.app.send_task(FLUSH_TASK, kwargs={"key": key})
         except redis.RedisError as exc:
             # The next tick tries again; the worker's own Redis troubles show elsewhere.
             logger.warning("lost-task sweep failed: %s", type(exc).__name__)
@@ -143,5 +124,5 @@ class LostTaskSweep(bootsteps.StartStopStep):
     def _send_again(self, task_id: str, entry: LedgerEntry) -> None:
         logger.warning("task %s (%s) was lost by the broker; sending it again (resend %d)",
                        task_id, entry.task, entry.resent)
-        self._app.send_task(entry.task, kwargs=entry.kwargs, task_id=task_id,
+        self.app.send_task(entry.task, kwargs=entry.kwargs, task_id=task_id,
                             queue=entry.queue)

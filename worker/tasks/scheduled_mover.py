@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 import redis
-from celery import bootsteps
 
-from worker import bootstrap
 from worker.adapters.scheduled import ScheduledSteps
+from worker.config import Settings
+from worker.tasks.timer_step import TimerStep
 
 logger = logging.getLogger("ipaas_klaviyo.scheduled")
 
@@ -37,39 +36,26 @@ def move_due_steps(scheduled: ScheduledSteps, *, now: float, lost_after_seconds:
             return moved
 
 
-class ScheduledMover(bootsteps.StartStopStep):
-    """Worker bootstep: run ``move_due_steps`` every MOVE_INTERVAL_SECONDS on the timer."""
+class ScheduledMover(TimerStep):
+    """Worker bootstep: run ``move_due_steps`` every MOVE_INTERVAL_SECONDS on the timer, and
+    once as the worker starts (retries that fell due while no worker ran)."""
 
-    requires = {"celery.worker.components:Timer"}
+    run_at_start = True
 
-    def __init__(self, parent: Any, **kwargs: Any) -> None:
-        super().__init__(parent, **kwargs)
-        self._timer_ref: Any = None
-        self._client: redis.Redis | None = None
-        self._lost_after = 0.0
-
-    def start(self, parent: Any) -> None:
-        settings = bootstrap.settings()
+    def configure(self, settings: Settings) -> None:
         self._lost_after = settings.lost_task_after_seconds
-        self._client = redis.Redis.from_url(settings.redis_url, decode_responses=True,
-                                            socket_timeout=10)
-        self.move()  # at once: retries that fell due while no worker ran
-        self._timer_ref = parent.timer.call_repeatedly(MOVE_INTERVAL_SECONDS, self.move,
-                                                       priority=10)
 
-    def stop(self, parent: Any) -> None:
-        if self._timer_ref is not None:
-            self._timer_ref.cancel()
-            self._timer_ref = None
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+    def interval(self, settings: Settings) -> float:
+        return MOVE_INTERVAL_SECONDS
+
+    def tick(self) -> None:
+        self.move()
 
     def move(self) -> None:
-        if self._client is None:
+        if self.client is None:
             return
         try:
-            moved = move_due_steps(ScheduledSteps(self._client), now=time.time(),
+            moved = move_due_steps(ScheduledSteps(self.client), now=time.time(),
                                    lost_after_seconds=self._lost_after)
         except redis.RedisError as exc:
             # The next tick tries again; nothing was taken unless it was also queued.
