@@ -255,6 +255,15 @@ class KlaviyoSandbox:
         self._bulk_imports.settings.polls_until_complete = polls
 
     @property
+    def bulk_processing_seconds(self) -> float:
+        """The least time a bulk import job takes from acceptance to complete."""
+        return self._bulk_imports.settings.processing_seconds
+
+    @bulk_processing_seconds.setter
+    def bulk_processing_seconds(self, seconds: float) -> None:
+        self._bulk_imports.settings.processing_seconds = seconds
+
+    @property
     def bulk_row_error(self) -> RowErrorRule | None:
         """A rule failing chosen rows of bulk imports: attributes -> error code or None."""
         return self._bulk_imports.settings.row_error

@@ -12,7 +12,7 @@ from worker.scheduled_mover import ScheduledMover
 app = Celery("ipaas_klaviyo")
 app.config_from_object("celeryconfig")
 app.conf.imports = ("worker.tasks", "worker.batch_tasks", "worker.reconcile_task",
-                    "worker.transaction_tasks", "worker.link_tasks")
+                    "worker.transaction_tasks", "worker.link_tasks", "worker.burst_tasks")
 app.steps["worker"].add(LostTaskSweep)
 app.steps["worker"].add(ScheduledMover)
 mask_celery_logs()

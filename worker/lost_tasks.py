@@ -119,10 +119,13 @@ class LostTaskSweep(bootsteps.StartStopStep):
                                       ScheduledSteps(client), _send_again,
                                       after_seconds=self._after, now=time.time())
             kicked = _kick_stalled_batches(client, self._after, self._batch_window)
+            resumed = _kick_abandoned_bursts(client)
         except redis.RedisError as exc:
             # The next tick tries again; the worker's own Redis troubles show elsewhere.
             logger.warning("lost-task sweep failed: %s", type(exc).__name__)
             return
+        if resumed:
+            logger.warning("resuming %d burst batch(es) whose step died", resumed)
         if kicked:
             logger.warning("scheduled a flush for %d subscription batch key(s) whose flush "
                            "was lost", len(kicked))
@@ -141,6 +144,13 @@ def _kick_stalled_batches(client: redis.Redis, after_seconds: float,
 
     return kick_stalled_batches(SubscriptionBuffer(client), after_seconds=after_seconds,
                                 window=window)
+
+
+def _kick_abandoned_bursts(client: redis.Redis) -> int:
+    from worker.adapters.burst_buffer import BurstBuffer
+    from worker.burst_tasks import kick_abandoned_bursts
+
+    return kick_abandoned_bursts(BurstBuffer(client))
 
 
 def _send_again(task_id: str, entry: LedgerEntry) -> None:

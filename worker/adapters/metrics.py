@@ -33,6 +33,10 @@ COUNTERS: dict[str, str] = {
     "ipaas_calls_total": "iPaaS.com API calls by operation and HTTP status (error: no answer)",
     "throttled_total": "Calls held back: klaviyo = a 429, limiter = no slot within the wait",
     "lost_tasks_resent_total": "Steps sent again after the broker lost their message",
+    "burst_switches_total": "Burst mode switched on or off (label to)",
+    "burst_batches_total": "Bulk import batches taken in burst mode",
+    "burst_batch_customers_total": "Customers taken into burst batches (÷ batches: per batch)",
+    "burst_fallbacks_total": "Customers a burst batch sent back to the single-write path",
 }
 
 

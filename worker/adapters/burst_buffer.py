@@ -1,0 +1,260 @@
+"""Burst mode's state in Redis: the fleet-wide switch, the customers waiting for a bulk
+import job, and the batches in flight with their checkpoints.
+
+Layout under ``{prefix}:burst``:
+  ``mode``                 "1" while burst mode is on (absent: off), for the whole fleet
+  ``waiting``              sorted set customer id → when it first waited
+  ``rows``                 hash customer id → its BurstRow JSON (a later change replaces it:
+                           the last change wins, and the customer still waits once)
+  ``inflight``             hash customer id → the batch it is in; a customer in flight is
+                           not taken again until its batch settled it, so two jobs never
+                           carry two versions of one customer at once
+  ``flush``                marker: a flush is scheduled
+  ``leases``               sorted set batch id → until when its current step owns it
+  ``batch:{id}``           list of the batch's rows in job order
+  ``batch:{id}:state``     hash: phase (submit | poll | settle), job id, polls, owner token
+  ``batch:{id}:verdicts``  hash customer id → its outcome JSON, until it is recorded
+
+Personal data: a row holds what the profile import sends (as the subscription buffer does
+for consent). Rows leave Redis as their batch settles, and every key expires after
+``ttl_seconds`` whatever happens.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any, cast
+
+import redis
+
+from worker.adapters.broker import queue_keys
+from worker.core.burst import BurstRow
+
+Clock = Callable[[], float]
+
+# KEYS: waiting, rows. ARGV: customer id, row JSON, now.
+_ADD = """
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[1], 'NX', ARGV[3], ARGV[1])
+return redis.call('ZCARD', KEYS[1])
+"""
+
+# KEYS: waiting, rows, inflight, batch list, leases, state. ARGV: batch id, lease until,
+# ttl, then the customer ids chosen. A customer already in flight, or taken meanwhile, stays.
+_TAKE = """
+local taken = {}
+for i = 4, #ARGV do
+  local cid = ARGV[i]
+  if redis.call('HEXISTS', KEYS[3], cid) == 0 then
+    local row = redis.call('HGET', KEYS[2], cid)
+    if row and redis.call('ZREM', KEYS[1], cid) == 1 then
+      redis.call('HDEL', KEYS[2], cid)
+      redis.call('HSET', KEYS[3], cid, ARGV[1])
+      redis.call('RPUSH', KEYS[4], row)
+      taken[#taken + 1] = row
+    end
+  end
+end
+if #taken > 0 then
+  redis.call('EXPIRE', KEYS[4], ARGV[3])
+  redis.call('HSET', KEYS[6], 'phase', 'submit', 'owner', '')
+  redis.call('EXPIRE', KEYS[6], ARGV[3])
+  redis.call('ZADD', KEYS[5], ARGV[2], ARGV[1])
+end
+return taken
+"""
+
+# KEYS: leases, state. ARGV: batch id, token ('' = none), now, new token, lease until.
+# The step holding the batch's token, or anyone once the lease ran out (its step died).
+_CLAIM = """
+local lease = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not lease then return nil end
+local owner = redis.call('HGET', KEYS[2], 'owner')
+if (ARGV[2] ~= '' and owner == ARGV[2]) or tonumber(lease) <= tonumber(ARGV[3]) then
+  redis.call('HSET', KEYS[2], 'owner', ARGV[4])
+  redis.call('ZADD', KEYS[1], ARGV[5], ARGV[1])
+  return ARGV[4]
+end
+return nil
+"""
+
+# KEYS: inflight, verdicts. ARGV: batch id, then customer ids settled.
+_SETTLED = """
+for i = 2, #ARGV do
+  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[1] then redis.call('HDEL', KEYS[1], ARGV[i]) end
+  redis.call('HDEL', KEYS[2], ARGV[i])
+end
+return redis.call('HLEN', KEYS[2])
+"""
+
+
+class BurstBuffer:
+    def __init__(self, client: redis.Redis, prefix: str = "ipk", *,
+                 ttl_seconds: int = 24 * 3600, now: Clock = time.time) -> None:
+        self._redis = client
+        self._prefix = f"{prefix}:burst"
+        self.ttl_seconds = ttl_seconds
+        self._now = now
+        self._add = client.register_script(_ADD)
+        self._take = client.register_script(_TAKE)
+        self._claim = client.register_script(_CLAIM)
+        self._settled = client.register_script(_SETTLED)
+
+    def key(self, name: str) -> str:
+        return f"{self._prefix}:{name}"
+
+    def batch_key(self, batch_id: str, part: str = "") -> str:
+        return self.key(f"batch:{batch_id}{':' + part if part else ''}")
+
+    # -- the switch --------------------------------------------------------------------
+
+    def mode_and_backlog(self, queue: str) -> tuple[bool, int]:
+        """Whether burst mode is on, and the customers waiting: syncs queued on ``queue``
+        plus customers waiting here for a job. One round trip."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.get(self.key("mode"))
+        for name in queue_keys(queue):
+            pipe.llen(name)
+        pipe.zcard(self.key("waiting"))
+        mode, *counts = pipe.execute()
+        return _text(mode) == "1", sum(int(n) for n in counts)
+
+    def set_mode(self, on: bool) -> bool:
+        """Switch; True when this call changed it (one caller logs the switch)."""
+        if on:
+            return bool(self._redis.set(self.key("mode"), "1", nx=True))
+        return bool(self._redis.delete(self.key("mode")))
+
+    def mode(self) -> bool:
+        return _text(self._redis.get(self.key("mode"))) == "1"
+
+    def note_batch(self, customers: int) -> None:
+        self._redis.set(self.key("last_batch_customers"), customers)
+
+    def last_batch_customers(self) -> int:
+        return int(_text(self._redis.get(self.key("last_batch_customers"))) or 0)
+
+    # -- waiting customers -------------------------------------------------------------
+
+    def add(self, row: BurstRow) -> int:
+        """Queue (or replace) the customer's row; returns how many customers wait."""
+        return int(cast(int, self._add(keys=[self.key("waiting"), self.key("rows")],
+                                       args=[row.customer_id, row.to_json(), row.queued_at])))
+
+    def waiting(self) -> int:
+        return int(cast(int, self._redis.zcard(self.key("waiting"))))
+
+    def in_flight(self, customer_id: str) -> bool:
+        return bool(self._redis.hexists(self.key("inflight"), customer_id))
+
+    def claim_flush(self, seconds: float) -> bool:
+        return bool(self._redis.set(self.key("flush"), "1", nx=True,
+                                    px=max(1, int(seconds * 1000))))
+
+    def release_flush(self) -> None:
+        self._redis.delete(self.key("flush"))
+
+    def peek(self, limit: int) -> list[BurstRow]:
+        """The oldest waiting rows not in flight, up to ``limit``."""
+        ids = cast(list[str], self._redis.zrange(self.key("waiting"), 0, limit - 1))
+        if not ids:
+            return []
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hmget(self.key("rows"), ids)
+        pipe.hmget(self.key("inflight"), ids)
+        raws, flights = pipe.execute()
+        return [BurstRow.from_json(raw) for raw, flight in zip(raws, flights, strict=True)
+                if raw is not None and flight is None]
+
+    def take(self, customer_ids: list[str], lease_seconds: float) -> tuple[str, list[BurstRow]]:
+        """Move the chosen customers into a new batch leased for ``lease_seconds``."""
+        batch_id = uuid.uuid4().hex
+        raw = self._take(
+            keys=[self.key("waiting"), self.key("rows"), self.key("inflight"),
+                  self.batch_key(batch_id), self.key("leases"), self.batch_key(batch_id, "state")],
+            args=[batch_id, repr(self._now() + lease_seconds), self.ttl_seconds, *customer_ids])
+        return batch_id, [BurstRow.from_json(text) for text in cast(list[str], raw)]
+
+    # -- batches -----------------------------------------------------------------------
+
+    def claim(self, batch_id: str, token: str | None, lease_seconds: float) -> str | None:
+        """Own the batch's next step: with the token the previous step handed on, or, when
+        its lease ran out, without one. Returns the new token; None: not this caller's."""
+        new = uuid.uuid4().hex
+        won = self._claim(keys=[self.key("leases"), self.batch_key(batch_id, "state")],
+                          args=[batch_id, token or "", repr(self._now()), new,
+                                repr(self._now() + lease_seconds)])
+        return new if won else None
+
+    def extend(self, batch_id: str, seconds: float) -> None:
+        self._redis.zadd(self.key("leases"), {batch_id: self._now() + seconds}, xx=True)
+
+    def abandoned(self, older_than: float = 0.0) -> list[str]:
+        until = repr(self._now() - older_than)
+        return list(cast(list[str], self._redis.zrangebyscore(self.key("leases"), "-inf", until)))
+
+    def batches(self) -> int:
+        return int(cast(int, self._redis.zcard(self.key("leases"))))
+
+    def rows(self, batch_id: str) -> list[BurstRow]:
+        raw = cast(list[str], self._redis.lrange(self.batch_key(batch_id), 0, -1))
+        return [BurstRow.from_json(text) for text in raw]
+
+    def replace_rows(self, batch_id: str, rows: list[BurstRow]) -> None:
+        """The rows still to send after Klaviyo refused some of them at the door."""
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.delete(self.batch_key(batch_id))
+        if rows:
+            pipe.rpush(self.batch_key(batch_id), *(row.to_json() for row in rows))
+            pipe.expire(self.batch_key(batch_id), self.ttl_seconds)
+        pipe.execute()
+
+    def state(self, batch_id: str) -> dict[str, str]:
+        return cast(dict[str, str], self._redis.hgetall(self.batch_key(batch_id, "state")))
+
+    def set_state(self, batch_id: str, **fields: Any) -> None:
+        self._redis.hset(self.batch_key(batch_id, "state"),
+                         mapping={k: str(v) for k, v in fields.items()})
+
+    def save_verdicts(self, batch_id: str, verdicts: dict[str, dict[str, Any]]) -> None:
+        key = self.batch_key(batch_id, "verdicts")
+        pipe = self._redis.pipeline(transaction=True)
+        if verdicts:
+            pipe.hset(key, mapping={cid: json.dumps(v) for cid, v in verdicts.items()})
+            pipe.expire(key, self.ttl_seconds)
+        pipe.hset(self.batch_key(batch_id, "state"), "phase", "settle")
+        pipe.execute()
+
+    def verdicts(self, batch_id: str, limit: int) -> dict[str, dict[str, Any]]:
+        """Up to ``limit`` outcomes still to record."""
+        key = self.batch_key(batch_id, "verdicts")
+        found: dict[str, str] = {}
+        cursor = 0
+        while True:  # a scan page may come back empty while entries remain further on
+            cursor, page = cast(tuple[int, dict[str, str]],
+                                self._redis.hscan(key, cursor, count=limit))
+            found.update(page)
+            if cursor == 0 or len(found) >= limit:
+                break
+        return {cid: json.loads(raw) for cid, raw in list(found.items())[:limit]}
+
+    def settled(self, batch_id: str, customer_ids: list[str]) -> int:
+        """Those customers' outcomes are recorded; returns how many are left."""
+        return int(cast(int, self._settled(
+            keys=[self.key("inflight"), self.batch_key(batch_id, "verdicts")],
+            args=[batch_id, *customer_ids])))
+
+    def finish(self, batch_id: str) -> None:
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.delete(self.batch_key(batch_id), self.batch_key(batch_id, "state"),
+                    self.batch_key(batch_id, "verdicts"))
+        pipe.zrem(self.key("leases"), batch_id)
+        pipe.execute()
+
+
+def _text(value: Any) -> str:
+    # The metrics exporter's client may not decode responses.
+    return value.decode() if isinstance(value, bytes) else str(value or "")

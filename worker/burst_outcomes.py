@@ -1,0 +1,121 @@
+"""Recording what a bulk import job came to, customer by customer, as the live path would
+have: history and metrics (``via=bulk``), dead letters, fingerprints, links written back to
+iPaaS.com (the backfill's write-back task), and the address and lists steps that follow.
+
+Each customer's ledger entry (its sync_customer task) is finished here, once its outcome is
+written; until then the lost-task sweep would send its sync again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from worker import bootstrap
+from worker.adapters.fingerprints import FingerprintStore
+from worker.adapters.task_ledger import TaskLedger
+from worker.core import reasons
+from worker.core.burst import CONFLICT, REFUSED, BurstRow
+from worker.core.burst_sync import stamp_after_import
+from worker.core.errors import FieldError, StepOutcome
+from worker.core.sync_service import LINK_STORE
+
+PROFILE, ADDRESS = "profile", "address"
+VIA = "bulk"
+WRITE_BACK_CHUNK = 500
+
+
+def settle_slice(c: bootstrap.Container, items: Iterable[tuple[BurstRow, dict[str, Any]]]
+                 ) -> None:
+    from worker.link_tasks import write_back_links
+
+    refused: list[tuple[BurstRow, list[FieldError]]] = []
+    conflicts: list[BurstRow] = []
+    unconfirmed: dict[str, str] = {}
+    ledger = TaskLedger(c.redis)
+    for row, verdict in items:
+        profile_id = verdict.get("profile_id")
+        if verdict["verdict"] == REFUSED:
+            refused.append((row, [FieldError(**e) for e in verdict.get("errors") or []]))
+        elif verdict["verdict"] == CONFLICT or not profile_id:
+            conflicts.append(row)  # not found afterwards either: let the live path resolve it
+        else:
+            if profile_id != row.linked_profile_id or row.link_source != LINK_STORE:
+                unconfirmed[row.customer_id] = profile_id
+            _imported(c, row, str(profile_id))
+            ledger.finish(row.task_id)
+    if unconfirmed:
+        # Stored unconfirmed first, as the backfill does: the write-back task confirms each
+        # link once iPaaS.com holds it, and a sync meanwhile writes it back itself.
+        c.links.set_many(unconfirmed, confirmed=False)
+        ids = list(unconfirmed)
+        for start in range(0, len(ids), WRITE_BACK_CHUNK):
+            chunk = ids[start:start + WRITE_BACK_CHUNK]
+            write_back_links.apply_async(kwargs={"customer_ids": chunk})
+    record_refused(c, refused)
+    fall_back(c, conflicts)
+
+
+def _imported(c: bootstrap.Container, row: BurstRow, profile_id: str) -> None:
+    from worker.dispatch import send_step
+    from worker.tasks import apply_address, apply_subscriptions, record_outcome
+
+    cid = row.customer_id
+    stamp = stamp_after_import(row, profile_id)
+    fingerprints = FingerprintStore(c.redis)
+    if stamp is None:
+        fingerprints.forget(cid)
+    else:
+        fingerprints.set(cid, stamp)
+    c.dead_letters.remove(f"{PROFILE}:{cid}")
+    created = row.linked_profile_id is None
+    record_outcome(c, cid, StepOutcome(PROFILE, "created" if created else "updated",
+                                       profile_id=profile_id),
+                   row.tracking_guid, _elapsed_ms(row), via=VIA)
+    step_kwargs = {"customer_id": cid, "profile_id": profile_id, "collection": row.collection,
+                   "tracking_guid": row.tracking_guid}
+    if row.location_applied:
+        # The valid address went with the profile, as with the live path's upsert.
+        c.dead_letters.remove(f"{ADDRESS}:{cid}")
+        record_outcome(c, cid, StepOutcome(ADDRESS, "synced", profile_id=profile_id),
+                       row.tracking_guid, 0.0, via=VIA)
+    else:
+        send_step(apply_address, step_kwargs)  # a bad address: rejected by its own step
+    send_step(apply_subscriptions, step_kwargs)  # the batched subscription step, as always
+
+
+def record_refused(c: bootstrap.Container, refused: list[tuple[BurstRow, list[FieldError]]]
+                   ) -> None:
+    """Rows Klaviyo refused for their data: dead-lettered ``klaviyo_rejected`` with the
+    field, as a refused upsert is."""
+    from worker.tasks import record_outcome
+
+    ledger = TaskLedger(c.redis)
+    for row, errors in refused:
+        c.dead_letters.record(customer_id=row.customer_id, step=PROFILE,
+                              reason=reasons.KLAVIYO_REJECTED, errors=errors,
+                              last_error="bulk_import_profiles: row refused")
+        record_outcome(c, row.customer_id,
+                       StepOutcome(PROFILE, "rejected", reasons.KLAVIYO_REJECTED, errors=errors),
+                       row.tracking_guid, _elapsed_ms(row), via=VIA)
+        ledger.finish(row.task_id)
+
+
+def fall_back(c: bootstrap.Container, rows: list[BurstRow]) -> None:
+    """Customers the job could not settle (an identifier conflict, a job that failed) go
+    the single-write way, which resolves 409s, retries and dead-letters as always."""
+    from worker.dispatch import send_step
+    from worker.tasks import sync_customer
+
+    ledger = TaskLedger(c.redis)
+    for row in rows:
+        send_step(sync_customer, {"customer_id": row.customer_id,
+                                  "tracking_guid": row.tracking_guid, "force": True,
+                                  "single_write": True})
+        ledger.finish(row.task_id)
+        c.metrics.incr("burst_fallbacks_total", {})
+
+
+def _elapsed_ms(row: BurstRow) -> float:
+    return (time.time() - row.queued_at) * 1000 if row.queued_at else 0.0

@@ -1,0 +1,276 @@
+"""Burst mode's tasks: a backlog of customers goes to Klaviyo in profile bulk import jobs.
+
+The switch: ``sync_customer`` asks ``burst_mode_on`` before it writes. With more than
+BURST_THRESHOLD customers waiting (queued syncs plus customers waiting for a job) the fleet
+switches on; below half of it, off (worker/core/burst.py). While it is on, a sync does the
+live path's fetch, map, validation and fingerprint check, then ``hand_to_burst`` leaves its
+row in Redis (worker/adapters/burst_buffer.py) instead of upserting. Its task is
+acknowledged, but its ledger entry stays open until the batch records its outcome, so the
+lost-task sweep still protects the customer.
+
+A batch is a chain of short steps, each well inside the task time limit, each checkpointed
+in Redis and owned through a lease: ``flush_burst`` takes up to one job of waiting rows and
+submits the job; ``burst_step`` polls it (rescheduled through the scheduled set, never
+waiting in a worker) and then records the outcomes in slices (worker/burst_outcomes.py). A
+worker killed mid-step leaves the lease to run out; the sweep (``kick_abandoned_bursts``)
+then gives the batch's current step to another worker, which resumes from the checkpoint.
+Submitting a job twice is an upsert of the same rows: nothing is doubled in Klaviyo.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from celery import Task
+
+from worker import bootstrap
+from worker.adapters.burst_buffer import BurstBuffer
+from worker.adapters.klaviyo_bulk import BulkRowsRejected, ImportRowError
+from worker.adapters.step_deadline import step_deadline
+from worker.burst_outcomes import fall_back, record_refused, settle_slice
+from worker.celery_app import app
+from worker.core import reasons
+from worker.core.burst import BurstRow, RowError, next_mode, row_verdicts, rows_that_fit
+from worker.core.errors import FieldError
+from worker.core.retry import Done, GiveUp, RetryIn, attempt
+from worker.dispatch import send_later
+
+logger = logging.getLogger("ipaas_klaviyo.burst")
+
+FLUSH_TASK = "ipaas_klaviyo.flush_burst"
+STEP_TASK = "ipaas_klaviyo.burst_step"
+PROFILES_QUEUE = "profiles"
+# Customers wait this long for more to join their job (unless a job's worth waits already).
+WINDOW_SECONDS = 3.0
+POLL_FIRST_SECONDS, POLL_MAX_SECONDS = 1.0, 5.0
+# A buffered customer's ledger entry is looked for this long after its batch last moved:
+# the batch's own leases resume it long before; this is the net under the net.
+LEDGER_HOLD_SECONDS = 600.0
+STEP_DEADLINE_MARGIN_SECONDS = 5.0
+
+
+def burst_buffer(c: bootstrap.Container) -> BurstBuffer:
+    return BurstBuffer(c.redis)
+
+
+def lease_seconds(c: bootstrap.Container) -> float:
+    """A step owns its batch longer than any task may run: when the lease ends, it died."""
+    return c.settings.task_hard_time_limit_seconds + 5.0
+
+
+# -- the switch ---------------------------------------------------------------------------
+
+
+def burst_mode_on(c: bootstrap.Container) -> bool:
+    threshold = c.settings.burst_threshold
+    if threshold <= 0:
+        return False
+    buffer = burst_buffer(c)
+    on, backlog = buffer.mode_and_backlog(PROFILES_QUEUE)
+    wanted = next_mode(on, backlog, threshold)
+    if wanted != on and buffer.set_mode(wanted):
+        logger.warning(json.dumps({"burst_mode": "on" if wanted else "off", "backlog": backlog,
+                                   "threshold": threshold}))
+        c.metrics.incr("burst_switches_total", {"to": "on" if wanted else "off"})
+    return wanted
+
+
+def hand_to_burst(c: bootstrap.Container, row: BurstRow) -> None:
+    """Leave the customer's row for the next job and make sure a flush will take it."""
+    buffer = burst_buffer(c)
+    waiting = buffer.add(row)
+    from worker.adapters.task_ledger import TaskLedger
+
+    TaskLedger(c.redis).postpone(row.task_id, time.time() + LEDGER_HOLD_SECONDS)
+    if waiting % 10_000 == 0:  # a full job waits: no reason to wait for the window
+        flush_burst.apply_async()
+    elif buffer.claim_flush(WINDOW_SECONDS * 5):
+        send_later(FLUSH_TASK, {}, WINDOW_SECONDS)
+
+
+def kick_abandoned_bursts(buffer: BurstBuffer) -> int:
+    """The lost-task sweep's share: a batch whose step let its lease run out died with its
+    worker; its step is sent again (the claim inside lets exactly one run)."""
+    abandoned = buffer.abandoned()
+    for batch_id in abandoned:
+        burst_step.apply_async(kwargs={"batch_id": batch_id})
+    waiting = buffer.waiting()
+    if waiting and buffer.claim_flush(WINDOW_SECONDS * 5):
+        flush_burst.apply_async()
+    return len(abandoned)
+
+
+# -- the steps ----------------------------------------------------------------------------
+
+
+@app.task(bind=True, name=FLUSH_TASK, max_retries=None)
+def flush_burst(self: Task) -> dict[str, Any]:
+    """Take one job's worth of waiting customers and submit it; flush again if more wait."""
+    c = bootstrap.container()
+    buffer = burst_buffer(c)
+    buffer.release_flush()
+    candidates = buffer.peek(10_000)
+    if not candidates:
+        return {"batch": None}
+    sizes = [len(json.dumps({"type": "profile", "attributes": r.attributes},
+                            separators=(",", ":"))) for r in candidates]
+    chosen = candidates[:rows_that_fit(sizes)]
+    batch_id, rows = buffer.take([r.customer_id for r in chosen], lease_seconds(c))
+    if rows:
+        from worker.adapters.task_ledger import TaskLedger
+
+        ledger = TaskLedger(c.redis)
+        for row in rows:
+            ledger.postpone(row.task_id, time.time() + LEDGER_HOLD_SECONDS)
+        c.metrics.incr_many([("burst_batches_total", {}, 1),
+                             ("burst_batch_customers_total", {}, len(rows))])
+        buffer.note_batch(len(rows))
+        logger.info(json.dumps({"burst_batch": batch_id, "customers": len(rows)}))
+    if buffer.waiting() and buffer.claim_flush(WINDOW_SECONDS * 5):
+        send_later(FLUSH_TASK, {}, WINDOW_SECONDS)
+    if rows:
+        token = buffer.claim(batch_id, None, lease_seconds(c)) or ""
+        _run_step(c, buffer, batch_id, token)
+    return {"batch": batch_id, "customers": len(rows)}
+
+
+@app.task(bind=True, name=STEP_TASK, max_retries=None)
+def burst_step(self: Task, batch_id: str, token: str = "", attempts: int = 0,
+               first_attempt_at: float | None = None) -> dict[str, Any]:
+    c = bootstrap.container()
+    buffer = burst_buffer(c)
+    new_token = buffer.claim(batch_id, token or None, lease_seconds(c))
+    if new_token is None:  # another step owns the batch, or it is finished
+        return {"batch": batch_id, "step": "skipped"}
+    phase = _run_step(c, buffer, batch_id, new_token, attempts, first_attempt_at)
+    return {"batch": batch_id, "step": phase}
+
+
+def _run_step(c: bootstrap.Container, buffer: BurstBuffer, batch_id: str, token: str,
+              attempts: int = 0, first_attempt_at: float | None = None) -> str:
+    state = buffer.state(batch_id)
+    phase = state.get("phase", "submit")
+    first = first_attempt_at or time.time()
+    deadline = time.monotonic() + c.settings.task_time_limit_seconds - 10.0
+    steps = {"submit": _submit, "poll": _poll, "settle": _settle}
+
+    def work() -> float | None:
+        return steps[phase](c, buffer, batch_id, state, deadline)
+
+    with step_deadline(c.settings.task_time_limit_seconds - STEP_DEADLINE_MARGIN_SECONDS):
+        result = attempt(work, attempts, time.time() - first, c.retry_policy)
+    if isinstance(result, Done):
+        if result.value is not None:  # the next step, after that many seconds
+            _next(c, buffer, batch_id, token, result.value)
+        return phase
+    if isinstance(result, RetryIn):
+        if result.unexpected:
+            logger.error("unexpected error in burst batch %s (%s)", batch_id, phase,
+                         exc_info=result.exception)
+        _next(c, buffer, batch_id, token, result.delay, attempts=result.attempts,
+              first_attempt_at=first)
+        return "retrying"
+    _give_up(c, buffer, batch_id, phase, result)
+    return "fell_back"
+
+
+def _next(c: bootstrap.Container, buffer: BurstBuffer, batch_id: str, token: str,
+          delay: float, **retry: Any) -> None:
+    buffer.extend(batch_id, delay + lease_seconds(c))
+    send_later(STEP_TASK, {"batch_id": batch_id, "token": token, **retry}, delay)
+
+
+def _give_up(c: bootstrap.Container, buffer: BurstBuffer, batch_id: str, phase: str,
+             result: GiveUp) -> None:
+    """The job itself failed for good: every customer not yet recorded goes the single-write
+    way, which retries and dead-letters per customer as the live path does."""
+    logger.warning("burst batch %s gave up in %s (%s): its customers go one by one",
+                   batch_id, phase, result.reason)
+    rows = buffer.rows(batch_id)
+    if phase == "settle":
+        left = buffer.verdicts(batch_id, 100_000)
+        rows = [r for r in rows if r.customer_id in left]
+    fall_back(c, rows)
+    buffer.settled(batch_id, [r.customer_id for r in rows])
+    buffer.finish(batch_id)
+
+
+def _submit(c: bootstrap.Container, buffer: BurstBuffer, batch_id: str,
+            state: dict[str, str], deadline: float) -> float | None:
+    rows = buffer.rows(batch_id)
+    while rows:
+        try:
+            job = c.bulk.start_job([r.attributes for r in rows])
+        except BulkRowsRejected as refused:
+            # Klaviyo validates the job as a whole: drop the rows it names, send the rest.
+            bad = {e.row_index for e in refused.rows if e.row_index is not None}
+            if not bad:
+                raise
+            record_refused(c, [(rows[i], _refusals(refused.rows, i)) for i in sorted(bad)
+                               if i < len(rows)])
+            buffer.settled(batch_id, [rows[i].customer_id for i in bad if i < len(rows)])
+            rows = [r for i, r in enumerate(rows) if i not in bad]
+            buffer.replace_rows(batch_id, rows)
+            continue
+        buffer.set_state(batch_id, phase="poll", job_id=job.id, polls=0)
+        return POLL_FIRST_SECONDS
+    buffer.finish(batch_id)
+    return None
+
+
+def _refusals(errors: list[ImportRowError], index: int) -> list[FieldError]:
+    return [FieldError(e.field or "profile", reasons.KLAVIYO_REJECTED,
+                       f"Klaviyo refused the row ({e.code})")
+            for e in errors if e.row_index == index]
+
+
+def _poll(c: bootstrap.Container, buffer: BurstBuffer, batch_id: str,
+          state: dict[str, str], deadline: float) -> float | None:
+    job_id = state["job_id"]
+    polls = int(state.get("polls") or 0)
+    job = c.bulk.get_job(job_id)
+    if not job.finished:
+        buffer.set_state(batch_id, polls=polls + 1)
+        return min(POLL_MAX_SECONDS, POLL_FIRST_SECONDS * 2 ** polls)
+    rows = buffer.rows(batch_id)
+    errors = [_row_error(e) for e in c.bulk.iter_errors(job_id)] if job.failed_count else []
+    verdicts = row_verdicts(rows, errors)
+    # The profile ids, read back by external id (L tier, 100 a call), as the backfill does.
+    external = [str(r.attributes["external_id"]) for r in rows if r.attributes.get("external_id")]
+    found = c.bulk.profile_ids_by_external_id(external) if external else {}
+    saved: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        verdict = verdicts[row.customer_id]
+        profile_id = found.get(str(row.attributes.get("external_id"))) or row.linked_profile_id
+        saved[row.customer_id] = {
+            "verdict": verdict.verdict, "profile_id": profile_id,
+            "errors": [e.as_dict() for e in verdict.errors]}
+    buffer.save_verdicts(batch_id, saved)
+    return _settle(c, buffer, batch_id, state, deadline)
+
+
+def _row_error(error: ImportRowError) -> RowError:
+    payload = error.original_payload or {}
+    external, email = payload.get("external_id"), payload.get("email")
+    return RowError(error.row_index, error.field, error.code,
+                    external_id=str(external) if external is not None else None,
+                    email=str(email) if email is not None else None)
+
+
+def _settle(c: bootstrap.Container, buffer: BurstBuffer, batch_id: str,
+            state: dict[str, str], deadline: float) -> float | None:
+    """Record outcomes slice by slice until done, or hand the rest to the next step."""
+    rows = {r.customer_id: r for r in buffer.rows(batch_id)}
+    while time.monotonic() < deadline:
+        verdicts = buffer.verdicts(batch_id, 500)
+        if not verdicts:
+            buffer.finish(batch_id)
+            return None
+        settle_slice(c, [(rows[cid], v) for cid, v in verdicts.items() if cid in rows])
+        if buffer.settled(batch_id, list(verdicts)) == 0:
+            buffer.finish(batch_id)
+            return None
+    return 0.0
