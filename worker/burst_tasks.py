@@ -64,18 +64,21 @@ def lease_seconds(c: bootstrap.Container) -> float:
 # -- the switch ---------------------------------------------------------------------------
 
 
-def burst_mode_on(c: bootstrap.Container) -> bool:
+def goes_to_burst(c: bootstrap.Container, customer_id: str) -> bool:
+    """Whether this customer's profile waits for a bulk import job: burst mode is on (this
+    call switches it as the backlog says), or an older change of the customer is still
+    waiting for or flying in a job, which a single write now would then overwrite."""
     threshold = c.settings.burst_threshold
     if threshold <= 0:
         return False
     buffer = burst_buffer(c)
-    on, backlog = buffer.mode_and_backlog(PROFILES_QUEUE)
+    on, backlog, held = buffer.mode_and_backlog(PROFILES_QUEUE, customer_id)
     wanted = next_mode(on, backlog, threshold)
     if wanted != on and buffer.set_mode(wanted):
         logger.warning(json.dumps({"burst_mode": "on" if wanted else "off", "backlog": backlog,
                                    "threshold": threshold}))
         c.metrics.incr("burst_switches_total", {"to": "on" if wanted else "off"})
-    return wanted
+    return wanted or held
 
 
 def hand_to_burst(c: bootstrap.Container, row: BurstRow) -> None:

@@ -25,7 +25,7 @@ from worker.adapters.scheduled import Waiting, subject_of
 from worker.adapters.step_deadline import step_deadline
 from worker.adapters.task_ledger import TaskLedger
 from worker.batch_tasks import queue_subscription_step
-from worker.burst_tasks import burst_buffer, burst_mode_on, hand_to_burst
+from worker.burst_tasks import burst_buffer, goes_to_burst, hand_to_burst
 from worker.celery_app import app
 from worker.core.burst_sync import prepare_burst_row
 from worker.core.errors import StepOutcome
@@ -221,7 +221,7 @@ def sync_customer(
 
     def work(c: bootstrap.Container) -> StepOutcome:
         forced = force or bool(c.dead_letters.for_customer(customer_id))
-        if not single_write and burst_mode_on(c):
+        if not single_write and goes_to_burst(c, customer_id):
             return _to_burst(c, customer_id, tracking_guid, self.request.id, forced)
         synced = sync_profile(
             customer_id, c.ports, c.mapping,

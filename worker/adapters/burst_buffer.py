@@ -111,16 +111,20 @@ class BurstBuffer:
 
     # -- the switch --------------------------------------------------------------------
 
-    def mode_and_backlog(self, queue: str) -> tuple[bool, int]:
-        """Whether burst mode is on, and the customers waiting: syncs queued on ``queue``
-        plus customers waiting here for a job. One round trip."""
+    def mode_and_backlog(self, queue: str, customer_id: str = ""
+                         ) -> tuple[bool, int, bool]:
+        """Whether burst mode is on; the customers waiting (syncs queued on ``queue`` plus
+        customers waiting here for a job); whether ``customer_id`` is here (waiting or in
+        a batch in flight). One round trip."""
         pipe = self._redis.pipeline(transaction=False)
         pipe.get(self.key("mode"))
+        pipe.hexists(self.key("rows"), customer_id)
+        pipe.hexists(self.key("inflight"), customer_id)
         for name in queue_keys(queue):
             pipe.llen(name)
         pipe.zcard(self.key("waiting"))
-        mode, *counts = pipe.execute()
-        return _text(mode) == "1", sum(int(n) for n in counts)
+        mode, waiting, flying, *counts = pipe.execute()
+        return _text(mode) == "1", sum(int(n) for n in counts), bool(waiting or flying)
 
     def set_mode(self, on: bool) -> bool:
         """Switch; True when this call changed it (one caller logs the switch)."""
