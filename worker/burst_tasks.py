@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 from typing import Any
 
 from celery import Task
@@ -117,11 +118,15 @@ def flush_burst(self: Task) -> dict[str, Any]:
     buffer.release_flush()
     candidates = buffer.peek(10_000)
     if not candidates:
+        # What waits is a newer change of customers still in flight: look again shortly.
+        if buffer.waiting() and buffer.claim_flush(WINDOW_SECONDS * 5):
+            send_later(FLUSH_TASK, {}, WINDOW_SECONDS)
         return {"batch": None}
     sizes = [len(json.dumps({"type": "profile", "attributes": r.attributes},
                             separators=(",", ":"))) for r in candidates]
     chosen = candidates[:rows_that_fit(sizes)]
-    batch_id, rows = buffer.take([r.customer_id for r in chosen], lease_seconds(c))
+    token = uuid.uuid4().hex
+    batch_id, rows = buffer.take([r.customer_id for r in chosen], lease_seconds(c), token)
     if rows:
         from worker.adapters.task_ledger import TaskLedger
 
@@ -135,7 +140,6 @@ def flush_burst(self: Task) -> dict[str, Any]:
     if buffer.waiting() and buffer.claim_flush(WINDOW_SECONDS * 5):
         send_later(FLUSH_TASK, {}, WINDOW_SECONDS)
     if rows:
-        token = buffer.claim(batch_id, None, lease_seconds(c)) or ""
         _run_step(c, buffer, batch_id, token)
     return {"batch": batch_id, "customers": len(rows)}
 
@@ -270,10 +274,17 @@ def _settle(c: bootstrap.Container, buffer: BurstBuffer, batch_id: str,
     while time.monotonic() < deadline:
         verdicts = buffer.verdicts(batch_id, 500)
         if not verdicts:
-            buffer.finish(batch_id)
+            _finished(buffer, batch_id)
             return None
         settle_slice(c, [(rows[cid], v) for cid, v in verdicts.items() if cid in rows])
         if buffer.settled(batch_id, list(verdicts)) == 0:
-            buffer.finish(batch_id)
+            _finished(buffer, batch_id)
             return None
     return 0.0
+
+
+def _finished(buffer: BurstBuffer, batch_id: str) -> None:
+    """Done: a newer change of one of its customers, held back meanwhile, can go now."""
+    buffer.finish(batch_id)
+    if buffer.waiting():
+        flush_burst.apply_async()

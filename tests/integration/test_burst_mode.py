@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -154,3 +155,46 @@ def test_each_customer_in_a_batch_ends_as_the_live_path_would(
     assert len(stack.klaviyo.all_profiles()) == 2 + 3 + BACKLOG
     problems = violations(stack.klaviyo.server.requests)
     assert problems == [], problems[:10]
+
+
+def test_a_worker_killed_mid_batch_loses_nothing_and_doubles_nothing(
+        make_stack: StackFactory, tmp_path: Path) -> None:
+    """Every other setting at its default: the batch's step leases, the visibility timeout
+    and the lost-task grace as a user runs them."""
+    stack = burst_stack(make_stack)
+    client = stack.redis()
+    # The kill lands inside a batch's step: while it reads the profile ids back from
+    # Klaviyo after the job completed, before it recorded any outcome.
+    in_step = threading.Event()
+
+    def slow_read_back(request: object, operation: str) -> None:
+        if operation == "get_profiles":
+            in_step.set()
+            time.sleep(1.0)
+
+    stack.klaviyo.interceptors.append(slow_read_back)
+    ids = [str(n) for n in range(300, 300 + BACKLOG)]
+    for cid in ids:
+        stack.ipaas.put_customer(valid(int(cid)))
+        enqueue_customer(cid)
+    first = stack.start_worker(concurrency=2, log_path=str(tmp_path / "first.log"))
+    assert in_step.wait(60), "no batch reached its read-back"
+    kill_tree(first.pid)
+    first.wait()
+    stack.workers.remove(first)
+    assert not all(steps(client, cid).get("profile") for cid in ids)  # truly mid-batch
+
+    stack.start_worker(concurrency=2, log_path=str(tmp_path / "second.log"))
+    # The step's lease (the task time limit and its grace) runs out, then the sweep or the
+    # broker's redelivery resumes the batch: about two minutes with the defaults.
+    wait_until(settled(client, {cid: {"profile", "address", "lists"} for cid in ids}), 240,
+               "every customer after the kill")
+    for cid in ids:
+        assert len(stack.klaviyo.find_profiles(external_id=cid)) == 1, cid
+        outcomes = [e["outcome"] for e in steps(client, cid)["profile"]]
+        assert outcomes[0] == "created" and set(outcomes[1:]) <= {"updated", "unchanged"}
+    assert len(stack.klaviyo.all_profiles()) == BACKLOG
+    assert DeadLetterStore(client).count() == 0
+    wait_until(lambda: client.zcard("ipk:burst:leases") == 0
+               and client.hlen("ipk:burst:inflight") == 0, 60, "the batch finished")
+    assert violations(stack.klaviyo.server.requests) == []

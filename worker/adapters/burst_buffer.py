@@ -43,10 +43,11 @@ return redis.call('ZCARD', KEYS[1])
 """
 
 # KEYS: waiting, rows, inflight, batch list, leases, state. ARGV: batch id, lease until,
-# ttl, then the customer ids chosen. A customer already in flight, or taken meanwhile, stays.
+# ttl, owner token, then the customer ids chosen. A customer already in flight, or taken
+# meanwhile, stays.
 _TAKE = """
 local taken = {}
-for i = 4, #ARGV do
+for i = 5, #ARGV do
   local cid = ARGV[i]
   if redis.call('HEXISTS', KEYS[3], cid) == 0 then
     local row = redis.call('HGET', KEYS[2], cid)
@@ -60,7 +61,7 @@ for i = 4, #ARGV do
 end
 if #taken > 0 then
   redis.call('EXPIRE', KEYS[4], ARGV[3])
-  redis.call('HSET', KEYS[6], 'phase', 'submit', 'owner', '')
+  redis.call('HSET', KEYS[6], 'phase', 'submit', 'owner', ARGV[4])
   redis.call('EXPIRE', KEYS[6], ARGV[3])
   redis.call('ZADD', KEYS[5], ARGV[2], ARGV[1])
 end
@@ -173,13 +174,16 @@ class BurstBuffer:
         return [BurstRow.from_json(raw) for raw, flight in zip(raws, flights, strict=True)
                 if raw is not None and flight is None]
 
-    def take(self, customer_ids: list[str], lease_seconds: float) -> tuple[str, list[BurstRow]]:
-        """Move the chosen customers into a new batch leased for ``lease_seconds``."""
+    def take(self, customer_ids: list[str], lease_seconds: float, token: str
+             ) -> tuple[str, list[BurstRow]]:
+        """Move the chosen customers into a new batch, owned by ``token`` for
+        ``lease_seconds``."""
         batch_id = uuid.uuid4().hex
         raw = self._take(
             keys=[self.key("waiting"), self.key("rows"), self.key("inflight"),
                   self.batch_key(batch_id), self.key("leases"), self.batch_key(batch_id, "state")],
-            args=[batch_id, repr(self._now() + lease_seconds), self.ttl_seconds, *customer_ids])
+            args=[batch_id, repr(self._now() + lease_seconds), self.ttl_seconds, token,
+                  *customer_ids])
         return batch_id, [BurstRow.from_json(text) for text in cast(list[str], raw)]
 
     # -- batches -----------------------------------------------------------------------
