@@ -188,6 +188,10 @@ class KlaviyoSandbox:
             raise TypeError(f"give at least one of {IDENTIFIERS}")
         return self._state.matching_profiles(criteria)
 
+    def profile_count(self) -> int:
+        with self._state.lock:
+            return len(self._state.profiles)
+
     def all_profiles(self) -> list[dict[str, Any]]:
         return self._state.matching_profiles({})
 

@@ -16,7 +16,7 @@ from worker import bootstrap
 from worker.adapters.fingerprints import FingerprintStore
 from worker.adapters.task_ledger import TaskLedger
 from worker.core import reasons
-from worker.core.burst import CONFLICT, REFUSED, BurstRow
+from worker.core.burst import CONFLICT, REFUSED, BurstRow, WaitingSync
 from worker.core.burst_sync import stamp_after_import
 from worker.core.errors import FieldError, StepOutcome
 from worker.core.sync_service import LINK_STORE
@@ -105,16 +105,21 @@ def record_refused(c: bootstrap.Container, refused: list[tuple[BurstRow, list[Fi
 def fall_back(c: bootstrap.Container, rows: list[BurstRow]) -> None:
     """Customers the job could not settle (an identifier conflict, a job that failed) go
     the single-write way, which resolves 409s, retries and dead-letters as always."""
+    fall_back_syncs(c, [WaitingSync(r.customer_id, r.task_id, r.tracking_guid, True)
+                        for r in rows])
+
+
+def fall_back_syncs(c: bootstrap.Container, syncs: list[WaitingSync]) -> None:
     from worker.dispatch import send_step
     from worker.tasks import sync_customer
 
     ledger = TaskLedger(c.redis)
-    for row in rows:
-        send_step(sync_customer, {"customer_id": row.customer_id,
-                                  "tracking_guid": row.tracking_guid, "force": True,
+    for sync in syncs:
+        send_step(sync_customer, {"customer_id": sync.customer_id,
+                                  "tracking_guid": sync.tracking_guid, "force": sync.force,
                                   "single_write": True})
-        ledger.finish(row.task_id)
-        c.metrics.incr("burst_fallbacks_total", {})
+        ledger.finish(sync.task_id)
+    c.metrics.incr("burst_fallbacks_total", {}, len(syncs))
 
 
 def _elapsed_ms(row: BurstRow) -> float:

@@ -31,10 +31,19 @@ from worker import bootstrap
 from worker.adapters.burst_buffer import BurstBuffer
 from worker.adapters.klaviyo_bulk import BulkRowsRejected, ImportRowError
 from worker.adapters.step_deadline import step_deadline
-from worker.burst_outcomes import fall_back, record_refused, settle_slice
+from worker.adapters.task_ledger import TaskLedger
+from worker.burst_gather import gather
+from worker.burst_outcomes import fall_back, fall_back_syncs, record_refused, settle_slice
 from worker.celery_app import app
 from worker.core import reasons
-from worker.core.burst import BurstRow, RowError, next_mode, row_verdicts, rows_that_fit
+from worker.core.burst import (
+    MAX_PROFILES_PER_JOB,
+    RowError,
+    WaitingSync,
+    next_mode,
+    row_verdicts,
+    rows_that_fit,
+)
 from worker.core.errors import FieldError
 from worker.core.retry import Done, GiveUp, RetryIn, attempt
 from worker.dispatch import send_later
@@ -82,14 +91,12 @@ def goes_to_burst(c: bootstrap.Container, customer_id: str) -> bool:
     return wanted or held
 
 
-def hand_to_burst(c: bootstrap.Container, row: BurstRow) -> None:
-    """Leave the customer's row for the next job and make sure a flush will take it."""
+def hand_to_burst(c: bootstrap.Container, sync: WaitingSync) -> None:
+    """Leave the customer for the next job and make sure a flush will take it."""
     buffer = burst_buffer(c)
-    waiting = buffer.add(row)
-    from worker.adapters.task_ledger import TaskLedger
-
-    TaskLedger(c.redis).postpone(row.task_id, time.time() + LEDGER_HOLD_SECONDS)
-    if waiting % 10_000 == 0:  # a full job waits: no reason to wait for the window
+    waiting = buffer.add(sync)
+    TaskLedger(c.redis).postpone(sync.task_id, time.time() + LEDGER_HOLD_SECONDS)
+    if waiting % MAX_PROFILES_PER_JOB == 0:  # a full job waits: no reason to wait longer
         flush_burst.apply_async()
     elif buffer.claim_flush(WINDOW_SECONDS * 5):
         send_later(FLUSH_TASK, {}, WINDOW_SECONDS)
@@ -116,20 +123,15 @@ def flush_burst(self: Task) -> dict[str, Any]:
     c = bootstrap.container()
     buffer = burst_buffer(c)
     buffer.release_flush()
-    candidates = buffer.peek(10_000)
+    candidates = buffer.peek(MAX_PROFILES_PER_JOB)
     if not candidates:
         # What waits is a newer change of customers still in flight: look again shortly.
         if buffer.waiting() and buffer.claim_flush(WINDOW_SECONDS * 5):
             send_later(FLUSH_TASK, {}, WINDOW_SECONDS)
         return {"batch": None}
-    sizes = [len(json.dumps({"type": "profile", "attributes": r.attributes},
-                            separators=(",", ":"))) for r in candidates]
-    chosen = candidates[:rows_that_fit(sizes)]
     token = uuid.uuid4().hex
-    batch_id, rows = buffer.take([r.customer_id for r in chosen], lease_seconds(c), token)
+    batch_id, rows = buffer.take(candidates, lease_seconds(c), token)
     if rows:
-        from worker.adapters.task_ledger import TaskLedger
-
         ledger = TaskLedger(c.redis)
         for row in rows:
             ledger.postpone(row.task_id, time.time() + LEDGER_HOLD_SECONDS)
@@ -159,10 +161,10 @@ def burst_step(self: Task, batch_id: str, token: str = "", attempts: int = 0,
 def _run_step(c: bootstrap.Container, buffer: BurstBuffer, batch_id: str, token: str,
               attempts: int = 0, first_attempt_at: float | None = None) -> str:
     state = buffer.state(batch_id)
-    phase = state.get("phase", "submit")
+    phase = state.get("phase", "gather")
     first = first_attempt_at or time.time()
-    deadline = time.monotonic() + c.settings.task_time_limit_seconds - 10.0
-    steps = {"submit": _submit, "poll": _poll, "settle": _settle}
+    deadline = time.monotonic() + c.settings.task_time_limit_seconds - 15.0
+    steps = {"gather": _gather, "submit": _submit, "poll": _poll, "settle": _settle}
 
     def work() -> float | None:
         return steps[phase](c, buffer, batch_id, state, deadline)
@@ -202,12 +204,34 @@ def _give_up(c: bootstrap.Container, buffer: BurstBuffer, batch_id: str, phase: 
         rows = [r for r in rows if r.customer_id in left]
     fall_back(c, rows)
     buffer.settled(batch_id, [r.customer_id for r in rows])
-    buffer.finish(batch_id)
+    if phase == "gather":  # what was not gathered yet goes one by one too
+        rest = buffer.syncs(batch_id, int(buffer.state(batch_id).get("gathered") or 0),
+                            MAX_PROFILES_PER_JOB)
+        fall_back_syncs(c, rest)
+        buffer.settled(batch_id, [s.customer_id for s in rest])
+    _finished(buffer, batch_id)
+
+
+def _gather(c: bootstrap.Container, buffer: BurstBuffer, batch_id: str,
+            state: dict[str, str], deadline: float) -> float | None:
+    if not gather(c, buffer, batch_id, int(state.get("gathered") or 0), deadline):
+        return 0.0  # the deadline came first: the next step goes on from the checkpoint
+    buffer.set_state(batch_id, phase="submit")
+    return _submit(c, buffer, batch_id, state, deadline)
 
 
 def _submit(c: bootstrap.Container, buffer: BurstBuffer, batch_id: str,
             state: dict[str, str], deadline: float) -> float | None:
-    rows = buffer.rows(batch_id)
+    # A gather step repeated after a crash appended some rows twice: the last one counts.
+    rows = list({r.customer_id: r for r in buffer.rows(batch_id)}.values())
+    sizes = [len(json.dumps({"type": "profile", "attributes": r.attributes},
+                            separators=(",", ":"), default=str)) for r in rows]
+    fit = rows_that_fit(sizes)
+    if fit < len(rows):  # over 5 MB: the rest waits for the next job
+        buffer.put_back(batch_id, [WaitingSync(r.customer_id, r.task_id, r.tracking_guid,
+                                               queued_at=r.queued_at) for r in rows[fit:]])
+        rows = rows[:fit]
+    buffer.replace_rows(batch_id, rows)
     while rows:
         try:
             job = c.bulk.start_job([r.attributes for r in rows])
@@ -224,7 +248,7 @@ def _submit(c: bootstrap.Container, buffer: BurstBuffer, batch_id: str,
             continue
         buffer.set_state(batch_id, phase="poll", job_id=job.id, polls=0)
         return POLL_FIRST_SECONDS
-    buffer.finish(batch_id)
+    _finished(buffer, batch_id)
     return None
 
 
@@ -243,6 +267,9 @@ def _poll(c: bootstrap.Container, buffer: BurstBuffer, batch_id: str,
         buffer.set_state(batch_id, polls=polls + 1)
         return min(POLL_MAX_SECONDS, POLL_FIRST_SECONDS * 2 ** polls)
     rows = buffer.rows(batch_id)
+    if not rows:
+        _finished(buffer, batch_id)
+        return None
     errors = [_row_error(e) for e in c.bulk.iter_errors(job_id)] if job.failed_count else []
     verdicts = row_verdicts(rows, errors)
     # The profile ids, read back by external id (L tier, 100 a call), as the backfill does.
@@ -286,5 +313,5 @@ def _settle(c: bootstrap.Container, buffer: BurstBuffer, batch_id: str,
 def _finished(buffer: BurstBuffer, batch_id: str) -> None:
     """Done: a newer change of one of its customers, held back meanwhile, can go now."""
     buffer.finish(batch_id)
-    if buffer.waiting():
-        flush_burst.apply_async()
+    if buffer.waiting() and buffer.claim_flush(WINDOW_SECONDS * 5):
+        send_later(FLUSH_TASK, {}, WINDOW_SECONDS)

@@ -27,7 +27,7 @@ from worker.adapters.task_ledger import TaskLedger
 from worker.batch_tasks import queue_subscription_step
 from worker.burst_tasks import burst_buffer, goes_to_burst, hand_to_burst
 from worker.celery_app import app
-from worker.core.burst_sync import prepare_burst_row
+from worker.core.burst import WaitingSync
 from worker.core.errors import StepOutcome
 from worker.core.retry import GiveUp, RetryIn, attempt
 from worker.core.subscription_step import sync_subscriptions
@@ -220,9 +220,9 @@ def sync_customer(
         children.append(send_step(apply_subscriptions, step_kwargs).id)
 
     def work(c: bootstrap.Container) -> StepOutcome:
-        forced = force or bool(c.dead_letters.for_customer(customer_id))
         if not single_write and goes_to_burst(c, customer_id):
-            return _to_burst(c, customer_id, tracking_guid, self.request.id, forced)
+            return _to_burst(c, customer_id, tracking_guid, self.request.id, force)
+        forced = force or bool(c.dead_letters.for_customer(customer_id))
         synced = sync_profile(
             customer_id, c.ports, c.mapping,
             default_region=c.settings.default_phone_region, tracking_guid=tracking_guid,
@@ -246,16 +246,12 @@ def sync_customer(
 
 def _to_burst(c: bootstrap.Container, customer_id: str, tracking_guid: str | None,
               task_id: str | None, force: bool) -> StepOutcome:
-    """The live path up to the upsert; the row then waits for the next bulk import job.
-    A customer still in flight in a batch is never skipped as unchanged: the fingerprint
-    stored is the one from before that batch."""
-    prepared = prepare_burst_row(
-        customer_id, c.ports, c.mapping, default_region=c.settings.default_phone_region,
-        task_id=task_id or "", tracking_guid=tracking_guid,
-        force=force or burst_buffer(c).in_flight(customer_id), now=time.time())
-    if isinstance(prepared, ProfileSyncResult):
-        return StepOutcome(PROFILE, "unchanged", profile_id=prepared.profile_id)
-    hand_to_burst(c, prepared)
+    """Leave the customer for the next bulk import job (its batch fetches, maps and
+    validates it as the live path does). A customer still in flight in a batch is never
+    skipped as unchanged: the fingerprint stored is the one from before that batch."""
+    hand_to_burst(c, WaitingSync(
+        customer_id, task_id or "", tracking_guid,
+        force=force or burst_buffer(c).in_flight(customer_id), queued_at=time.time()))
     return StepOutcome(PROFILE, HANDED_TO_BURST)
 
 

@@ -4,15 +4,17 @@ import job, and the batches in flight with their checkpoints.
 Layout under ``{prefix}:burst``:
   ``mode``                 "1" while burst mode is on (absent: off), for the whole fleet
   ``waiting``              sorted set customer id → when it first waited
-  ``rows``                 hash customer id → its BurstRow JSON (a later change replaces it:
-                           the last change wins, and the customer still waits once)
+  ``rows``                 hash customer id → its WaitingSync JSON (ids only; a later
+                           change replaces it and the customer still waits once)
   ``inflight``             hash customer id → the batch it is in; a customer in flight is
                            not taken again until its batch settled it, so two jobs never
                            carry two versions of one customer at once
   ``flush``                marker: a flush is scheduled
   ``leases``               sorted set batch id → until when its current step owns it
-  ``batch:{id}``           list of the batch's rows in job order
-  ``batch:{id}:state``     hash: phase (submit | poll | settle), job id, polls, owner token
+  ``batch:{id}:syncs``     list of the syncs the batch took (WaitingSync JSON)
+  ``batch:{id}``           list of the batch's prepared rows (BurstRow JSON) in job order
+  ``batch:{id}:state``     hash: phase (gather | submit | poll | settle), how many syncs
+                           are gathered, job id, polls, owner token
   ``batch:{id}:verdicts``  hash customer id → its outcome JSON, until it is recorded
 
 Personal data: a row holds what the profile import sends (as the subscription buffer does
@@ -31,7 +33,7 @@ from typing import Any, cast
 import redis
 
 from worker.adapters.broker import queue_keys
-from worker.core.burst import BurstRow
+from worker.core.burst import BurstRow, WaitingSync
 
 Clock = Callable[[], float]
 
@@ -42,7 +44,7 @@ redis.call('ZADD', KEYS[1], 'NX', ARGV[3], ARGV[1])
 return redis.call('ZCARD', KEYS[1])
 """
 
-# KEYS: waiting, rows, inflight, batch list, leases, state. ARGV: batch id, lease until,
+# KEYS: waiting, rows, inflight, batch syncs, leases, state. ARGV: batch id, lease until,
 # ttl, owner token, then the customer ids chosen. A customer already in flight, or taken
 # meanwhile, stays.
 _TAKE = """
@@ -61,7 +63,7 @@ for i = 5, #ARGV do
 end
 if #taken > 0 then
   redis.call('EXPIRE', KEYS[4], ARGV[3])
-  redis.call('HSET', KEYS[6], 'phase', 'submit', 'owner', ARGV[4])
+  redis.call('HSET', KEYS[6], 'phase', 'gather', 'gathered', 0, 'owner', ARGV[4])
   redis.call('EXPIRE', KEYS[6], ARGV[3])
   redis.call('ZADD', KEYS[5], ARGV[2], ARGV[1])
 end
@@ -144,10 +146,11 @@ class BurstBuffer:
 
     # -- waiting customers -------------------------------------------------------------
 
-    def add(self, row: BurstRow) -> int:
-        """Queue (or replace) the customer's row; returns how many customers wait."""
+    def add(self, sync: WaitingSync) -> int:
+        """Queue (or replace) the customer's sync; returns how many customers wait."""
         return int(cast(int, self._add(keys=[self.key("waiting"), self.key("rows")],
-                                       args=[row.customer_id, row.to_json(), row.queued_at])))
+                                       args=[sync.customer_id, sync.to_json(),
+                                             sync.queued_at])))
 
     def waiting(self) -> int:
         return int(cast(int, self._redis.zcard(self.key("waiting"))))
@@ -162,29 +165,50 @@ class BurstBuffer:
     def release_flush(self) -> None:
         self._redis.delete(self.key("flush"))
 
-    def peek(self, limit: int) -> list[BurstRow]:
-        """The oldest waiting rows not in flight, up to ``limit``."""
+    def peek(self, limit: int) -> list[str]:
+        """The oldest waiting customers not in flight, up to ``limit``."""
         ids = cast(list[str], self._redis.zrange(self.key("waiting"), 0, limit - 1))
         if not ids:
             return []
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.hmget(self.key("rows"), ids)
-        pipe.hmget(self.key("inflight"), ids)
-        raws, flights = pipe.execute()
-        return [BurstRow.from_json(raw) for raw, flight in zip(raws, flights, strict=True)
-                if raw is not None and flight is None]
+        flights = cast(list[str | None], self._redis.hmget(self.key("inflight"), ids))
+        return [cid for cid, flight in zip(ids, flights, strict=True) if flight is None]
 
     def take(self, customer_ids: list[str], lease_seconds: float, token: str
-             ) -> tuple[str, list[BurstRow]]:
+             ) -> tuple[str, list[WaitingSync]]:
         """Move the chosen customers into a new batch, owned by ``token`` for
         ``lease_seconds``."""
         batch_id = uuid.uuid4().hex
         raw = self._take(
             keys=[self.key("waiting"), self.key("rows"), self.key("inflight"),
-                  self.batch_key(batch_id), self.key("leases"), self.batch_key(batch_id, "state")],
+                  self.batch_key(batch_id, "syncs"), self.key("leases"),
+                  self.batch_key(batch_id, "state")],
             args=[batch_id, repr(self._now() + lease_seconds), self.ttl_seconds, token,
                   *customer_ids])
-        return batch_id, [BurstRow.from_json(text) for text in cast(list[str], raw)]
+        return batch_id, [WaitingSync.from_json(text) for text in cast(list[str], raw)]
+
+    def syncs(self, batch_id: str, start: int, count: int) -> list[WaitingSync]:
+        raw = cast(list[str], self._redis.lrange(self.batch_key(batch_id, "syncs"),
+                                                 start, start + count - 1))
+        return [WaitingSync.from_json(text) for text in raw]
+
+    def gathered(self, batch_id: str, rows: list[BurstRow], done: int) -> None:
+        """Append prepared rows and move the gather checkpoint, together: a step killed
+        before this gathers the same syncs again (rows are deduplicated by customer)."""
+        pipe = self._redis.pipeline(transaction=True)
+        if rows:
+            pipe.rpush(self.batch_key(batch_id), *(row.to_json() for row in rows))
+            pipe.expire(self.batch_key(batch_id), self.ttl_seconds)
+        pipe.hset(self.batch_key(batch_id, "state"), "gathered", done)
+        pipe.execute()
+
+    def put_back(self, batch_id: str, syncs: list[WaitingSync]) -> None:
+        """Rows that did not fit the job wait again (a newer change, if any, wins)."""
+        pipe = self._redis.pipeline(transaction=True)
+        for sync in syncs:
+            pipe.hsetnx(self.key("rows"), sync.customer_id, sync.to_json())
+            pipe.zadd(self.key("waiting"), {sync.customer_id: sync.queued_at}, nx=True)
+        pipe.execute()
+        self.settled(batch_id, [s.customer_id for s in syncs])
 
     # -- batches -----------------------------------------------------------------------
 
@@ -258,7 +282,7 @@ class BurstBuffer:
     def finish(self, batch_id: str) -> None:
         pipe = self._redis.pipeline(transaction=True)
         pipe.delete(self.batch_key(batch_id), self.batch_key(batch_id, "state"),
-                    self.batch_key(batch_id, "verdicts"))
+                    self.batch_key(batch_id, "verdicts"), self.batch_key(batch_id, "syncs"))
         pipe.zrem(self.key("leases"), batch_id)
         pipe.execute()
 

@@ -51,6 +51,25 @@ def rows_that_fit(sizes: Sequence[int], *, max_count: int = MAX_PROFILES_PER_JOB
     return min(len(sizes), max_count)
 
 
+@dataclass(frozen=True)
+class WaitingSync:
+    """A customer's sync handed to burst mode: ids only, as on the queue. ``force``: skip
+    the fingerprint check (asked for, a dead letter open, or an older change in flight)."""
+
+    customer_id: str
+    task_id: str  # its sync_customer task: the ledger entry the batch finishes
+    tracking_guid: str | None = None
+    force: bool = False
+    queued_at: float = 0.0
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, raw: str) -> WaitingSync:
+        return cls(**json.loads(raw))
+
+
 @dataclass
 class BurstRow:
     """One customer waiting for a bulk import job: what the live path would have sent."""
