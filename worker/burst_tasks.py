@@ -52,6 +52,8 @@ logger = logging.getLogger("ipaas_klaviyo.burst")
 
 FLUSH_TASK = "ipaas_klaviyo.flush_burst"
 STEP_TASK = "ipaas_klaviyo.burst_step"
+SYNC_TASK = "ipaas_klaviyo.sync_customer"
+DRAIN_CHUNK, DRAIN_ROUNDS = 1_000, 20  # up to two jobs' worth per flush
 PROFILES_QUEUE = "profiles"
 # Customers wait this long for more to join their job (unless a job's worth waits already).
 WINDOW_SECONDS = 3.0
@@ -88,7 +90,30 @@ def goes_to_burst(c: bootstrap.Container, customer_id: str) -> bool:
         logger.warning(json.dumps({"burst_mode": "on" if wanted else "off", "backlog": backlog,
                                    "threshold": threshold}))
         c.metrics.incr("burst_switches_total", {"to": "on" if wanted else "off"})
+        if wanted:  # the first flush drains the backlog off the queue
+            flush_burst.apply_async()
     return wanted or held
+
+
+def _drain_queue(c: bootstrap.Container, buffer: BurstBuffer) -> None:
+    """Move queued customer syncs into the buffer in bulk: in burst mode a queued sync
+    would only do that itself, one task each. Their ledger entries stay open (postponed),
+    and each customer's pending marker is cleared as its task would clear it on starting,
+    so a change from now on queues a new sync: the last change wins."""
+    from worker.adapters.pending import CUSTOMER, PendingSyncs
+
+    ledger, pending = TaskLedger(c.redis), PendingSyncs(c.redis)
+    for _ in range(DRAIN_ROUNDS):
+        syncs = buffer.drain(PROFILES_QUEUE, SYNC_TASK, DRAIN_CHUNK, time.time())
+        if not syncs:
+            return
+        pipe = c.redis.pipeline(transaction=False)
+        for sync in syncs:
+            pipe.delete(pending.key(CUSTOMER, sync.customer_id))
+            pipe.zadd(ledger.due_key, {sync.task_id: time.time() + LEDGER_HOLD_SECONDS},
+                      xx=True)
+        pipe.execute()
+        c.metrics.incr("burst_drained_total", {}, len(syncs))
 
 
 def hand_to_burst(c: bootstrap.Container, sync: WaitingSync) -> None:
@@ -123,6 +148,8 @@ def flush_burst(self: Task) -> dict[str, Any]:
     c = bootstrap.container()
     buffer = burst_buffer(c)
     buffer.release_flush()
+    if buffer.mode():
+        _drain_queue(c, buffer)
     candidates = buffer.peek(MAX_PROFILES_PER_JOB)
     if not candidates:
         # What waits is a newer change of customers still in flight: look again shortly.
@@ -139,7 +166,8 @@ def flush_burst(self: Task) -> dict[str, Any]:
                              ("burst_batch_customers_total", {}, len(rows))])
         buffer.note_batch(len(rows))
         logger.info(json.dumps({"burst_batch": batch_id, "customers": len(rows)}))
-    if buffer.waiting() and buffer.claim_flush(WINDOW_SECONDS * 5):
+    # While burst mode is on, flushes keep draining the queue; after it, what still waits.
+    if (buffer.waiting() or buffer.mode()) and buffer.claim_flush(WINDOW_SECONDS * 5):
         send_later(FLUSH_TASK, {}, WINDOW_SECONDS)
     if rows:
         _run_step(c, buffer, batch_id, token)

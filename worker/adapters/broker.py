@@ -108,3 +108,18 @@ def queue_depths(client: Any, queues: Iterable[str]) -> dict[str, int]:
     depths = {q: sum(counts[i * per_queue:(i + 1) * per_queue]) for i, q in enumerate(names)}
     depths["unacked"] = counts[-1]
     return depths
+
+
+def task_call(message: str) -> tuple[str, str, dict[str, Any]] | None:
+    """(task name, task id, keyword arguments) of a queued message; None when it is not a
+    Celery task message in the format built above."""
+    try:
+        envelope = json.loads(message)
+        headers = envelope["headers"]
+        body = json.loads(base64.b64decode(envelope["body"]))
+        kwargs = body[1]
+        if not isinstance(kwargs, dict):
+            return None
+        return str(headers["task"]), str(headers["id"]), kwargs
+    except (ValueError, KeyError, TypeError, IndexError):
+        return None
