@@ -9,6 +9,7 @@ or, on a transient failure, the customer goes the single-write way, which retrie
 
 from __future__ import annotations
 
+import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -19,11 +20,14 @@ from worker.burst_outcomes import VIA, fall_back_syncs
 from worker.core.burst import BurstRow, WaitingSync
 from worker.core.burst_sync import prepare_burst_row
 from worker.core.errors import StepOutcome
-from worker.core.retry import Done, GiveUp, attempt
+from worker.core.retry import Done, GiveUp, RetryIn, attempt
 from worker.core.sync_service import ProfileSyncResult
 
+logger = logging.getLogger("ipaas_klaviyo.burst")
+
 PROFILE = "profile"
-FETCH_THREADS = 16  # iPaaS.com requests in flight per gathering batch
+# iPaaS.com requests in flight per gathering batch: the HTTP session keeps 10 connections.
+FETCH_THREADS = 10
 SLICE = 500  # syncs gathered between checkpoints
 
 
@@ -46,26 +50,25 @@ def gather(c: bootstrap.Container, buffer: BurstBuffer, batch_id: str, start: in
 
 
 def _prepare(c: bootstrap.Container, sync: WaitingSync
-             ) -> BurstRow | ProfileSyncResult | GiveUp | None:
-    """The row, the unchanged result, the live path's rejection, or None (transient)."""
+             ) -> BurstRow | ProfileSyncResult | GiveUp | RetryIn:
+    """The row, the unchanged result, the live path's rejection, or a transient failure."""
     result = attempt(lambda: prepare_burst_row(
         sync.customer_id, c.ports, c.mapping, default_region=c.settings.default_phone_region,
         task_id=sync.task_id, tracking_guid=sync.tracking_guid,
         force=sync.force or bool(c.dead_letters.for_customer(sync.customer_id)),
         now=sync.queued_at or time.time()), 0, 0.0, c.retry_policy)
-    if isinstance(result, Done):
-        return result.value
-    return result if isinstance(result, GiveUp) else None
+    return result.value if isinstance(result, Done) else result
 
 
 def _settle_the_rest(c: bootstrap.Container, buffer: BurstBuffer, batch_id: str,
                      syncs: list[WaitingSync],
-                     results: list[BurstRow | ProfileSyncResult | GiveUp | None]) -> None:
+                     results: list[BurstRow | ProfileSyncResult | GiveUp | RetryIn]) -> None:
     from worker.tasks import record_outcome
 
     ledger = TaskLedger(c.redis)
     settled: list[str] = []
     retry: list[WaitingSync] = []
+    last_error = ""
     for sync, result in zip(syncs, results, strict=True):
         cid = sync.customer_id
         if isinstance(result, BurstRow):
@@ -80,9 +83,13 @@ def _settle_the_rest(c: bootstrap.Container, buffer: BurstBuffer, batch_id: str,
                                   errors=result.errors, last_error=result.last_error)
         else:
             retry.append(sync)
+            last_error = result.last_error
             continue
         record_outcome(c, cid, outcome, sync.tracking_guid, elapsed, via=VIA)
         ledger.finish(sync.task_id)
         settled.append(cid)
+    if retry:
+        logger.warning("%d customers of burst batch %s go one by one after a transient "
+                       "failure (last: %s)", len(retry), batch_id, last_error)
     fall_back_syncs(c, retry)
     buffer.settled(batch_id, settled + [s.customer_id for s in retry])

@@ -207,6 +207,9 @@ def _run_step(c: bootstrap.Container, buffer: BurstBuffer, batch_id: str, token:
         if result.unexpected:
             logger.error("unexpected error in burst batch %s (%s)", batch_id, phase,
                          exc_info=result.exception)
+        else:
+            logger.info("burst batch %s: %s step again in %.1f s (%s)", batch_id, phase,
+                        result.delay, result.last_error)
         _next(c, buffer, batch_id, token, result.delay, attempts=result.attempts,
               first_attempt_at=first)
         return "retrying"

@@ -8,6 +8,7 @@ flight long enough to change a customer or kill the worker under it.
 
 from __future__ import annotations
 
+import argparse
 import json
 import signal
 import threading
@@ -16,8 +17,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
 
+from producers.cli_admin import cmd_status
 from producers.local_stack import LocalStack
 from producers.manual_sync import enqueue_customer
 from sandbox.samples import address, customer
@@ -70,7 +73,7 @@ def burst_stack(make_stack: StackFactory, **env: str) -> LocalStack:
 
 
 def test_each_customer_in_a_batch_ends_as_the_live_path_would(
-        make_stack: StackFactory, tmp_path: Path) -> None:
+        make_stack: StackFactory, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     stack = burst_stack(make_stack)
     client = stack.redis()
     stack.start_worker(concurrency=2, log_path=str(tmp_path / "w1.log"))
@@ -109,6 +112,9 @@ def test_each_customer_in_a_batch_ends_as_the_live_path_would(
     wait_until(lambda: bool(client.hexists("ipk:burst:inflight", "6")), 60, "6 in flight")
     stack.ipaas.put_customer(valid(6, "After"))
     enqueue_customer("6")
+    # `status` tells the operator the customer waits in a burst batch.
+    cmd_status(argparse.Namespace(id="6", json=False, transaction=False))
+    assert "this customer is among them" in capsys.readouterr().out
 
     everything = {cid: {"profile", "address", "lists"} for cid in plain}
     everything.update({"1": {"profile"}, "2": {"profile"}, "3": {"profile"},
@@ -138,6 +144,8 @@ def test_each_customer_in_a_batch_ends_as_the_live_path_would(
 
     dead = {e["id"]: e for e in DeadLetterStore(client).list()}
     assert steps(client, "1")["profile"][-1]["outcome"] == "unchanged"
+    cmd_status(argparse.Namespace(id=plain[0], json=False, transaction=False))
+    assert "(via bulk)" in capsys.readouterr().out
     assert dead["profile:2"]["reason"] == "invalid_phone"
     assert dead["profile:3"]["reason"] == "klaviyo_rejected"
     assert dead["profile:3"]["errors"][0]["field"] == "profile"
