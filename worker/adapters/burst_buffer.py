@@ -15,6 +15,7 @@ Layout under ``{prefix}:burst``:
   ``batch:{id}``           list of the batch's prepared rows (BurstRow JSON) in job order
   ``batch:{id}:state``     hash: phase (gather | submit | poll | settle), how many syncs
                            are gathered, job id, polls, owner token
+  ``batch:{id}:found``     hash external id → profile id read back after the job ("" none)
   ``batch:{id}:verdicts``  hash customer id → its outcome JSON, until it is recorded
 
 Personal data: a row holds what the profile import sends (as the subscription buffer does
@@ -295,6 +296,18 @@ class BurstBuffer:
         pipe.hset(self.batch_key(batch_id, "state"), "phase", "settle")
         pipe.execute()
 
+    def found(self, batch_id: str) -> dict[str, str]:
+        """The profile ids read back so far (external id → id; "" = not found)."""
+        return cast(dict[str, str], self._redis.hgetall(self.batch_key(batch_id, "found")))
+
+    def add_found(self, batch_id: str, found: dict[str, str]) -> None:
+        if found:
+            key = self.batch_key(batch_id, "found")
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.hset(key, mapping=cast(Any, found))
+            pipe.expire(key, self.ttl_seconds)
+            pipe.execute()
+
     def verdicts(self, batch_id: str, limit: int) -> dict[str, dict[str, Any]]:
         """Up to ``limit`` outcomes still to record."""
         key = self.batch_key(batch_id, "verdicts")
@@ -317,7 +330,8 @@ class BurstBuffer:
     def finish(self, batch_id: str) -> None:
         pipe = self._redis.pipeline(transaction=True)
         pipe.delete(self.batch_key(batch_id), self.batch_key(batch_id, "state"),
-                    self.batch_key(batch_id, "verdicts"), self.batch_key(batch_id, "syncs"))
+                    self.batch_key(batch_id, "verdicts"), self.batch_key(batch_id, "syncs"),
+                    self.batch_key(batch_id, "found"))
         pipe.zrem(self.key("leases"), batch_id)
         pipe.execute()
 
