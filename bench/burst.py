@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from producers.embedded_redis import start_redis
 from producers.local_stack import LocalStack
-from sandbox.__main__ import synthetic_customer
+from sandbox.samples import customer
 from worker.adapters.dead_letters import DeadLetterStore
 from worker.adapters.metrics import Metrics
 from worker.core.rate_limits import TIERS
@@ -51,7 +51,7 @@ def run(customers: int, workers: int, concurrency: int, job_seconds: float,
         stack.klaviyo.bulk_processing_seconds = job_seconds
         ids = [str(n) for n in range(1, customers + 1)]
         for n in range(1, customers + 1):
-            stack.ipaas.put_customer(synthetic_customer(n))
+            stack.ipaas.put_customer(distinct_customer(n))
         logs = tempfile.mkdtemp(prefix="burst-")
         for w in range(workers):
             stack.start_worker(concurrency=concurrency, name=f"burst{w}",
@@ -99,6 +99,13 @@ def run(customers: int, workers: int, concurrency: int, job_seconds: float,
             "lost": sum(1 for cid in ids if external[cid] == 0),
             "duplicates": sum(n - 1 for n in external.values() if n > 1),
         }
+
+
+def distinct_customer(n: int) -> dict:
+    """A valid customer whose email and phone no other customer shares (the sandbox's
+    synthetic customers reuse phone numbers every 10,000, which Klaviyo would resolve to
+    one profile: identifier conflicts, not a mass update)."""
+    return customer(n, f"First{n}", f"Last{n}", f"customer{n}@example.com", f"20155{n:05d}")
 
 
 def wait_for_profiles(stack: LocalStack, customers: int, started: float,

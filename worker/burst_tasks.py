@@ -29,40 +29,35 @@ from celery import Task
 
 from worker import bootstrap
 from worker.adapters.burst_buffer import BurstBuffer
-from worker.adapters.klaviyo_bulk import BulkRowsRejected, ImportRowError
 from worker.adapters.step_deadline import step_deadline
 from worker.adapters.task_ledger import TaskLedger
 from worker.burst_gather import gather
-from worker.burst_outcomes import fall_back, fall_back_syncs, record_refused, settle_slice
+from worker.burst_job import (
+    FLUSH_TASK,
+    WINDOW_SECONDS,
+    finished,
+    poll,
+    settle,
+    submit,
+)
+from worker.burst_outcomes import fall_back, fall_back_syncs
 from worker.celery_app import app
-from worker.core import reasons
 from worker.core.burst import (
     MAX_PROFILES_PER_JOB,
-    BurstRow,
-    RowError,
     WaitingSync,
     next_mode,
-    row_verdicts,
-    rows_that_fit,
 )
-from worker.core.errors import FieldError
 from worker.core.retry import Done, GiveUp, RetryIn, attempt
 from worker.dispatch import send_later
 
 logger = logging.getLogger("ipaas_klaviyo.burst")
 
-FLUSH_TASK = "ipaas_klaviyo.flush_burst"
 STEP_TASK = "ipaas_klaviyo.burst_step"
 SYNC_TASK = "ipaas_klaviyo.sync_customer"
+SUBMIT_SECONDS = 15.0  # what a step keeps in hand to submit a job (up to 5 MB, a limiter wait)
 DRAIN_CHUNK, DRAIN_ROUNDS = 1_000, 20  # up to two jobs' worth per flush
-# Profile ids are read back 100 a call; a pause between calls keeps a batch's read-back
-# (100 calls for 10,000 customers) near 20 calls/s, far from the L tier's 75/s even when
-# a busy machine delays requests past the limiter's margin and bunches them up.
-READ_BACK_CHUNK, READ_BACK_PAUSE_SECONDS = 100, 0.05
+
 PROFILES_QUEUE = "profiles"
-# Customers wait this long for more to join their job (unless a job's worth waits already).
-WINDOW_SECONDS = 3.0
-POLL_FIRST_SECONDS, POLL_MAX_SECONDS = 1.0, 5.0
 # A buffered customer's ledger entry is looked for this long after its batch last moved:
 # the batch's own leases resume it long before; this is the net under the net.
 LEDGER_HOLD_SECONDS = 600.0
@@ -197,7 +192,7 @@ def _run_step(c: bootstrap.Container, buffer: BurstBuffer, batch_id: str, token:
     phase = state.get("phase", "gather")
     first = first_attempt_at or time.time()
     deadline = time.monotonic() + c.settings.task_time_limit_seconds - 15.0
-    steps = {"gather": _gather, "submit": _submit, "poll": _poll, "settle": _settle}
+    steps = {"gather": _gather, "submit": submit, "poll": poll, "settle": settle}
 
     def work() -> float | None:
         return steps[phase](c, buffer, batch_id, state, deadline)
@@ -245,7 +240,7 @@ def _give_up(c: bootstrap.Container, buffer: BurstBuffer, batch_id: str, phase: 
                             MAX_PROFILES_PER_JOB)
         fall_back_syncs(c, rest)
         buffer.settled(batch_id, [s.customer_id for s in rest])
-    _finished(buffer, batch_id)
+    finished(buffer, batch_id)
 
 
 def _gather(c: bootstrap.Container, buffer: BurstBuffer, batch_id: str,
@@ -253,121 +248,19 @@ def _gather(c: bootstrap.Container, buffer: BurstBuffer, batch_id: str,
     if not gather(c, buffer, batch_id, int(state.get("gathered") or 0), deadline):
         return 0.0  # the deadline came first: the next step goes on from the checkpoint
     buffer.set_state(batch_id, phase="submit")
-    return _submit(c, buffer, batch_id, state, deadline)
+    if deadline - time.monotonic() < SUBMIT_SECONDS:
+        return 0.0  # the job goes out in a step of its own, with time to wait for a slot
+    return submit(c, buffer, batch_id, state, deadline)
 
 
-def _submit(c: bootstrap.Container, buffer: BurstBuffer, batch_id: str,
-            state: dict[str, str], deadline: float) -> float | None:
-    # A gather step repeated after a crash appended some rows twice: the last one counts.
-    rows = list({r.customer_id: r for r in buffer.rows(batch_id)}.values())
-    sizes = [len(json.dumps({"type": "profile", "attributes": r.attributes},
-                            separators=(",", ":"), default=str)) for r in rows]
-    fit = rows_that_fit(sizes)
-    if fit < len(rows):  # over 5 MB: the rest waits for the next job
-        buffer.put_back(batch_id, [WaitingSync(r.customer_id, r.task_id, r.tracking_guid,
-                                               queued_at=r.queued_at) for r in rows[fit:]])
-        rows = rows[:fit]
-    buffer.replace_rows(batch_id, rows)
-    while rows:
-        try:
-            job = c.bulk.start_job([r.attributes for r in rows])
-        except BulkRowsRejected as refused:
-            # Klaviyo validates the job as a whole: drop the rows it names, send the rest.
-            bad = {e.row_index for e in refused.rows if e.row_index is not None}
-            if not bad:
-                raise
-            record_refused(c, [(rows[i], _refusals(refused.rows, i)) for i in sorted(bad)
-                               if i < len(rows)])
-            buffer.settled(batch_id, [rows[i].customer_id for i in bad if i < len(rows)])
-            rows = [r for i, r in enumerate(rows) if i not in bad]
-            buffer.replace_rows(batch_id, rows)
-            continue
-        buffer.set_state(batch_id, phase="poll", job_id=job.id, polls=0)
-        return POLL_FIRST_SECONDS
-    _finished(buffer, batch_id)
-    return None
 
 
-def _refusals(errors: list[ImportRowError], index: int) -> list[FieldError]:
-    return [FieldError(e.field or "profile", reasons.KLAVIYO_REJECTED,
-                       f"Klaviyo refused the row ({e.code})")
-            for e in errors if e.row_index == index]
 
 
-def _poll(c: bootstrap.Container, buffer: BurstBuffer, batch_id: str,
-          state: dict[str, str], deadline: float) -> float | None:
-    job_id = state["job_id"]
-    polls = int(state.get("polls") or 0)
-    job = c.bulk.get_job(job_id)
-    if not job.finished:
-        buffer.set_state(batch_id, polls=polls + 1)
-        return min(POLL_MAX_SECONDS, POLL_FIRST_SECONDS * 2 ** polls)
-    rows = buffer.rows(batch_id)
-    if not rows:
-        _finished(buffer, batch_id)
-        return None
-    errors = [_row_error(e) for e in c.bulk.iter_errors(job_id)] if job.failed_count else []
-    verdicts = row_verdicts(rows, errors)
-    found = _read_back(c, buffer, batch_id, rows, deadline)
-    if found is None:
-        return 0.0
-    saved: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        verdict = verdicts[row.customer_id]
-        profile_id = found.get(str(row.attributes.get("external_id"))) or row.linked_profile_id
-        saved[row.customer_id] = {
-            "verdict": verdict.verdict, "profile_id": profile_id,
-            "errors": [e.as_dict() for e in verdict.errors]}
-    buffer.save_verdicts(batch_id, saved)
-    return _settle(c, buffer, batch_id, state, deadline)
 
 
-def _read_back(c: bootstrap.Container, buffer: BurstBuffer, batch_id: str,
-               rows: list[BurstRow], deadline: float) -> dict[str, str] | None:
-    """external id → profile id, read back 100 a call (L tier) as the backfill does, paced
-    and checkpointed: ids found are kept in Redis, so a step retried after a 429 goes on
-    where it stopped, and a batch's hundred calls never come as one burst."""
-    found = buffer.found(batch_id)
-    wanted = [str(r.attributes["external_id"]) for r in rows
-              if r.attributes.get("external_id") and str(r.attributes["external_id"]) not in found]
-    for start in range(0, len(wanted), READ_BACK_CHUNK):
-        if time.monotonic() > deadline:
-            return None  # the next step goes on from what is kept
-        chunk = wanted[start:start + READ_BACK_CHUNK]
-        ids = c.bulk.profile_ids_by_external_id(chunk)
-        # An id not found is recorded too (empty): the row then falls back to a single write.
-        buffer.add_found(batch_id, {ext: ids.get(ext, "") for ext in chunk})
-        found.update(ids)
-        time.sleep(READ_BACK_PAUSE_SECONDS)
-    return {ext: pid for ext, pid in found.items() if pid}
 
 
-def _row_error(error: ImportRowError) -> RowError:
-    payload = error.original_payload or {}
-    external, email = payload.get("external_id"), payload.get("email")
-    return RowError(error.row_index, error.field, error.code,
-                    external_id=str(external) if external is not None else None,
-                    email=str(email) if email is not None else None)
 
 
-def _settle(c: bootstrap.Container, buffer: BurstBuffer, batch_id: str,
-            state: dict[str, str], deadline: float) -> float | None:
-    """Record outcomes slice by slice until done, or hand the rest to the next step."""
-    rows = {r.customer_id: r for r in buffer.rows(batch_id)}
-    while time.monotonic() < deadline:
-        verdicts = buffer.verdicts(batch_id, 500)
-        if not verdicts:
-            _finished(buffer, batch_id)
-            return None
-        settle_slice(c, [(rows[cid], v) for cid, v in verdicts.items() if cid in rows])
-        if buffer.settled(batch_id, list(verdicts)) == 0:
-            _finished(buffer, batch_id)
-            return None
-    return 0.0
 
-
-def _finished(buffer: BurstBuffer, batch_id: str) -> None:
-    """Done: a newer change of one of its customers, held back meanwhile, can go now."""
-    buffer.finish(batch_id)
-    if buffer.waiting() and buffer.claim_flush(WINDOW_SECONDS * 5):
-        send_later(FLUSH_TASK, {}, WINDOW_SECONDS)
