@@ -85,6 +85,11 @@ def goes_to_burst(c: bootstrap.Container, customer_id: str) -> bool:
         return False
     buffer = burst_buffer(c)
     on, backlog, held = buffer.mode_and_backlog(PROFILES_QUEUE, customer_id)
+    return _switch(c, buffer, on, backlog) or held
+
+
+def _switch(c: bootstrap.Container, buffer: BurstBuffer, on: bool, backlog: int) -> bool:
+    threshold = c.settings.burst_threshold
     wanted = next_mode(on, backlog, threshold)
     if wanted != on and buffer.set_mode(wanted):
         logger.warning(json.dumps({"burst_mode": "on" if wanted else "off", "backlog": backlog,
@@ -92,7 +97,7 @@ def goes_to_burst(c: bootstrap.Container, customer_id: str) -> bool:
         c.metrics.incr("burst_switches_total", {"to": "on" if wanted else "off"})
         if wanted:  # the first flush drains the backlog off the queue
             flush_burst.apply_async()
-    return wanted or held
+    return wanted
 
 
 def _drain_queue(c: bootstrap.Container, buffer: BurstBuffer) -> None:
@@ -148,7 +153,9 @@ def flush_burst(self: Task) -> dict[str, Any]:
     c = bootstrap.container()
     buffer = burst_buffer(c)
     buffer.release_flush()
-    if buffer.mode():
+    on, backlog, _ = buffer.mode_and_backlog(PROFILES_QUEUE)
+    # Switch here too: after a burst no sync may come to switch the fleet back.
+    if _switch(c, buffer, on, backlog):
         _drain_queue(c, buffer)
     candidates = buffer.peek(MAX_PROFILES_PER_JOB)
     if not candidates:

@@ -30,6 +30,7 @@ from tests.integration.test_worker_killed import kill_tree
 from worker.adapters.dead_letters import DeadLetterStore
 from worker.adapters.history import HistoryStore
 from worker.adapters.links import LinkStore
+from worker.adapters.metrics import Metrics
 
 THRESHOLD = "10"
 BACKLOG = 30  # plain valid customers, beyond the special cases
@@ -124,7 +125,10 @@ def test_each_customer_in_a_batch_ends_as_the_live_path_would(
                and client.hlen("ipk:burst:inflight") == 0
                and client.zcard("ipk:burst:waiting") == 0, 120, "customer 6 twice")
 
-    assert client.get("ipk:burst:mode") in (None, "1")  # the switch lives in Redis
+    # The fleet switched on for the backlog, and back off once it was gone (state in Redis).
+    switches = Metrics(client).snapshot()["burst_switches_total"]
+    assert switches[(("to", "on"),)] >= 1
+    wait_until(lambda: client.get("ipk:burst:mode") is None, 30, "burst mode off again")
     used = {op: n - before.get(op, 0) for op, n in stack.klaviyo.call_counts.items()}
     assert used.get("bulk_import_profiles", 0) >= 1
     # The batch wrote the backlog: no profile-import call per customer, only the fallback.

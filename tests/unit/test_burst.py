@@ -149,3 +149,22 @@ def test_a_new_profile_stores_the_fingerprint_the_next_sync_computes() -> None:
 def test_a_stale_link_stores_no_fingerprint() -> None:
     stale = row("1", linked_profile_id="OLD", link_source="link_store")
     assert stamp_after_import(stale, "NEW") is None
+
+
+# -- queued messages drained into the buffer ------------------------------------------------
+
+
+def test_a_queued_task_message_reads_back_its_name_id_and_arguments() -> None:
+    from worker.adapters.broker import TaskMessages, task_call
+
+    task_id, _, message = TaskMessages().build(
+        "ipaas_klaviyo.sync_customer", {"customer_id": "7", "tracking_guid": "g"})
+    assert task_call(message) == ("ipaas_klaviyo.sync_customer", task_id,
+                                  {"customer_id": "7", "tracking_guid": "g"})
+
+
+def test_anything_else_on_a_queue_is_not_taken_for_a_task() -> None:
+    from worker.adapters.broker import task_call
+
+    assert task_call("not json") is None
+    assert task_call('{"headers": {}, "body": "e30="}') is None
