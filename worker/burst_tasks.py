@@ -1,20 +1,22 @@
 """Burst mode's tasks: a backlog of customers goes to Klaviyo in profile bulk import jobs.
 
-The switch: ``sync_customer`` asks ``burst_mode_on`` before it writes. With more than
+The switch: ``sync_customer`` asks ``goes_to_burst`` before it writes. With more than
 BURST_THRESHOLD customers waiting (queued syncs plus customers waiting for a job) the fleet
-switches on; below half of it, off (worker/core/burst.py). While it is on, a sync does the
-live path's fetch, map, validation and fingerprint check, then ``hand_to_burst`` leaves its
-row in Redis (worker/adapters/burst_buffer.py) instead of upserting. Its task is
-acknowledged, but its ledger entry stays open until the batch records its outcome, so the
-lost-task sweep still protects the customer.
+switches on; below half of it, off (worker/core/burst.py); flushes switch it too. While it
+is on, a sync leaves its customer id in Redis (worker/adapters/burst_buffer.py) instead of
+upserting, and each flush drains the queued syncs into the same place in bulk. A sync's
+task is acknowledged, but its ledger entry stays open until the batch records its outcome,
+so the lost-task sweep still protects the customer.
 
 A batch is a chain of short steps, each well inside the task time limit, each checkpointed
-in Redis and owned through a lease: ``flush_burst`` takes up to one job of waiting rows and
-submits the job; ``burst_step`` polls it (rescheduled through the scheduled set, never
-waiting in a worker) and then records the outcomes in slices (worker/burst_outcomes.py). A
-worker killed mid-step leaves the lease to run out; the sweep (``kick_abandoned_bursts``)
-then gives the batch's current step to another worker, which resumes from the checkpoint.
-Submitting a job twice is an upsert of the same rows: nothing is doubled in Klaviyo.
+in Redis and owned through a lease: ``flush_burst`` takes up to one job of waiting
+customers; ``burst_step`` gathers them (worker/burst_gather.py: the live path's fetch, map,
+validation and fingerprint check), submits the job, polls it (rescheduled through the
+scheduled set, never waiting in a worker) and records the outcomes in slices
+(worker/burst_job.py, worker/burst_outcomes.py). A worker killed mid-step leaves the lease
+to run out; the sweep (``kick_abandoned_bursts``) then gives the batch's current step to
+another worker, which resumes from the checkpoint. Submitting a job twice is an upsert of
+the same rows: nothing is doubled in Klaviyo.
 """
 
 from __future__ import annotations

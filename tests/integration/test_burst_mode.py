@@ -23,6 +23,7 @@ import redis
 from producers.cli_admin import cmd_status
 from producers.local_stack import LocalStack
 from producers.manual_sync import enqueue_customer
+from sandbox.klaviyo_faults import Fault
 from sandbox.samples import address, customer
 from tests.contract.openapi_contract import violations
 from tests.integration.conftest import StackFactory
@@ -210,3 +211,25 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_doubles_nothing(
     wait_until(lambda: client.zcard("ipk:burst:leases") == 0
                and client.hlen("ipk:burst:inflight") == 0, 60, "the batch finished")
     assert violations(stack.klaviyo.server.requests) == []
+
+
+def test_a_429_on_the_bulk_import_tier_pauses_it_and_the_batch_goes_on(
+        make_stack: StackFactory, tmp_path: Path) -> None:
+    stack = burst_stack(make_stack)
+    client = stack.redis()
+    submitted: list[float] = []
+    stack.klaviyo.interceptors.append(
+        lambda request, operation: submitted.append(time.monotonic())
+        if operation == "bulk_import_profiles" else None)
+    stack.klaviyo.interceptors.append(Fault("bulk_import_profiles", 429, retry_after=3))
+    ids = [str(n) for n in range(500, 500 + 15)]
+    for cid in ids:
+        stack.ipaas.put_customer(valid(int(cid)))
+        enqueue_customer(cid)
+    stack.start_worker(concurrency=2, log_path=str(tmp_path / "w.log"))
+    wait_until(settled(client, {cid: {"profile"} for cid in ids}), 120, "every profile")
+    assert all(steps(client, cid)["profile"][0]["via"] == "bulk" for cid in ids)
+    # The job went again only after the Retry-After: the limiter paused the M tier for
+    # every worker, and the batch's step waited for it in the scheduled set.
+    assert len(submitted) == 2 and submitted[1] - submitted[0] >= 2.5
+    assert len(stack.klaviyo.all_profiles()) == len(ids)
