@@ -132,8 +132,9 @@ def test_each_customer_in_a_batch_ends_as_the_live_path_would(
     wait_until(lambda: client.get("ipk:burst:mode") is None, 30, "burst mode off again")
     used = {op: n - before.get(op, 0) for op, n in stack.klaviyo.call_counts.items()}
     assert used.get("bulk_import_profiles", 0) >= 1
-    # The batch wrote the backlog: no profile-import call per customer, only the fallback.
-    assert used.get("create_or_update_profile", 0) <= 3, used
+    # The batch wrote the backlog: no profile-import call per customer, only the conflict's
+    # fallback, whose 409 resolution takes up to four calls (sync_service.upsert_profile).
+    assert used.get("create_or_update_profile", 0) <= 4, used
 
     for cid in plain:
         got = steps(client, cid)
