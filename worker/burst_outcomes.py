@@ -32,8 +32,7 @@ def settle_slice(c: bootstrap.Container, items: Iterable[tuple[BurstRow, dict[st
 
     refused: list[tuple[BurstRow, list[FieldError]]] = []
     conflicts: list[BurstRow] = []
-    unconfirmed: dict[str, str] = {}
-    ledger = TaskLedger(c.redis)
+    imported: list[tuple[BurstRow, str]] = []
     for row, verdict in items:
         profile_id = verdict.get("profile_id")
         if verdict["verdict"] == REFUSED:
@@ -41,14 +40,22 @@ def settle_slice(c: bootstrap.Container, items: Iterable[tuple[BurstRow, dict[st
         elif verdict["verdict"] == CONFLICT or not profile_id:
             conflicts.append(row)  # not found afterwards either: let the live path resolve it
         else:
-            if profile_id != row.linked_profile_id or row.link_source != LINK_STORE:
-                unconfirmed[row.customer_id] = profile_id
-            _imported(c, row, str(profile_id))
-            ledger.finish(row.task_id)
+            imported.append((row, str(profile_id)))
+    # A profile is "created" when nothing linked the customer before this batch; read before
+    # the links are stored, so a slice recorded again after a crash says "updated".
+    known = c.links.get_many([row.customer_id for row, _ in imported])
+    unconfirmed = {row.customer_id: pid for row, pid in imported
+                   if pid != row.linked_profile_id or row.link_source != LINK_STORE}
     if unconfirmed:
         # Stored unconfirmed first, as the backfill does: the write-back task confirms each
         # link once iPaaS.com holds it, and a sync meanwhile writes it back itself.
         c.links.set_many(unconfirmed, confirmed=False)
+    ledger = TaskLedger(c.redis)
+    for row, profile_id in imported:
+        created = row.linked_profile_id is None and not known.get(row.customer_id)
+        _imported(c, row, profile_id, created)
+        ledger.finish(row.task_id)
+    if unconfirmed:
         ids = list(unconfirmed)
         for start in range(0, len(ids), WRITE_BACK_CHUNK):
             chunk = ids[start:start + WRITE_BACK_CHUNK]
@@ -57,7 +64,7 @@ def settle_slice(c: bootstrap.Container, items: Iterable[tuple[BurstRow, dict[st
     fall_back(c, conflicts)
 
 
-def _imported(c: bootstrap.Container, row: BurstRow, profile_id: str) -> None:
+def _imported(c: bootstrap.Container, row: BurstRow, profile_id: str, created: bool) -> None:
     from worker.dispatch import send_step
     from worker.tasks import apply_address, apply_subscriptions, record_outcome
 
@@ -69,7 +76,6 @@ def _imported(c: bootstrap.Container, row: BurstRow, profile_id: str) -> None:
     else:
         fingerprints.set(cid, stamp)
     c.dead_letters.remove(f"{PROFILE}:{cid}")
-    created = row.linked_profile_id is None
     record_outcome(c, cid, StepOutcome(PROFILE, "created" if created else "updated",
                                        profile_id=profile_id),
                    row.tracking_guid, _elapsed_ms(row), via=VIA)

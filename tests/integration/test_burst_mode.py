@@ -231,6 +231,7 @@ def test_a_429_on_the_bulk_import_tier_pauses_it_and_the_batch_goes_on(
     wait_until(settled(client, {cid: {"profile"} for cid in ids}), 120, "every profile")
     assert all(steps(client, cid)["profile"][0]["via"] == "bulk" for cid in ids)
     # The job went again only after the Retry-After: the limiter paused the M tier for
-    # every worker, and the batch's step waited for it in the scheduled set.
-    assert len(submitted) == 2 and submitted[1] - submitted[0] >= 2.5
+    # every worker, and the batch's step waited for it in the scheduled set. (A customer
+    # whose sync ran after the first flush may go in a job of its own.)
+    assert len(submitted) >= 2 and submitted[1] - submitted[0] >= 2.5
     assert len(stack.klaviyo.all_profiles()) == len(ids)
