@@ -1,8 +1,8 @@
 """Burst mode's tasks: a backlog of customers goes to Klaviyo in profile bulk import jobs.
 
 The switch: ``sync_customer`` asks ``goes_to_burst`` before it writes. With more than
-BURST_THRESHOLD customers waiting (queued syncs plus customers waiting for a job) the fleet
-switches on; below half of it, off (worker/core/burst.py); flushes switch it too. While it
+BURST_THRESHOLD customers waiting (queued syncs, customers waiting for a job or in flight)
+the fleet switches on; below half of it, off (worker/core/burst.py); flushes switch it too. While it
 is on, a sync leaves its customer id in Redis (worker/adapters/burst_buffer.py) instead of
 upserting, and each flush drains the queued syncs into the same place in bulk. A sync's
 task is acknowledged, but its ledger entry stays open until the batch records its outcome,

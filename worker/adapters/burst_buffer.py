@@ -117,9 +117,10 @@ class BurstBuffer:
 
     def mode_and_backlog(self, queue: str, customer_id: str = ""
                          ) -> tuple[bool, int, bool]:
-        """Whether burst mode is on; the customers waiting (syncs queued on ``queue`` plus
-        customers waiting here for a job); whether ``customer_id`` is here (waiting or in
-        a batch in flight). One round trip."""
+        """Whether burst mode is on; the backlog (syncs queued on ``queue``, customers
+        waiting here for a job and customers in batches in flight: a burst ends when its
+        batches are done, not when the queue is empty); whether ``customer_id`` is here
+        (waiting or in flight). One round trip."""
         pipe = self._redis.pipeline(transaction=False)
         pipe.get(self.key("mode"))
         pipe.hexists(self.key("rows"), customer_id)
@@ -127,6 +128,7 @@ class BurstBuffer:
         for name in queue_keys(queue):
             pipe.llen(name)
         pipe.zcard(self.key("waiting"))
+        pipe.hlen(self.key("inflight"))
         mode, waiting, flying, *counts = pipe.execute()
         return _text(mode) == "1", sum(int(n) for n in counts), bool(waiting or flying)
 
