@@ -2,9 +2,10 @@
 
 The switch: ``sync_customer`` asks ``goes_to_burst`` before it writes. With more than
 BURST_THRESHOLD customers waiting (queued syncs, customers waiting for a job or in flight)
-the fleet switches on; below half of it, off (worker/core/burst.py); flushes switch it too. While it
-is on, a sync leaves its customer id in Redis (worker/adapters/burst_buffer.py) instead of
-upserting, and each flush drains the queued syncs into the same place in bulk. A sync's
+the fleet switches on; below half of it, off (worker/core/burst.py); flushes switch it too.
+While it is on, a sync leaves its customer id in Redis (worker/adapters/burst_buffer.py)
+instead of upserting, and each flush drains the queued syncs into the same place in bulk
+(worker/adapters/burst_drain.py). A sync's
 task is acknowledged, but its ledger entry stays open until the batch records its outcome,
 so the lost-task sweep still protects the customer.
 
@@ -31,6 +32,7 @@ from celery import Task
 
 from worker import bootstrap
 from worker.adapters.burst_buffer import BurstBuffer
+from worker.adapters.burst_drain import drain_syncs
 from worker.adapters.step_deadline import step_deadline
 from worker.adapters.task_ledger import TaskLedger
 from worker.burst_gather import gather
@@ -111,7 +113,8 @@ def _drain_queue(c: bootstrap.Container, buffer: BurstBuffer) -> None:
 
     ledger, pending = TaskLedger(c.redis), PendingSyncs(c.redis)
     for _ in range(DRAIN_ROUNDS):
-        syncs = buffer.drain(PROFILES_QUEUE, SYNC_TASK, DRAIN_CHUNK, time.time())
+        syncs = drain_syncs(c.redis, buffer, PROFILES_QUEUE, SYNC_TASK, DRAIN_CHUNK,
+                            time.time())
         if not syncs:
             return
         pipe = c.redis.pipeline(transaction=False)

@@ -33,7 +33,7 @@ from typing import Any, cast
 
 import redis
 
-from worker.adapters.broker import queue_keys, task_call
+from worker.adapters.broker import queue_keys
 from worker.core.burst import BurstRow, WaitingSync
 
 Clock = Callable[[], float]
@@ -155,40 +155,21 @@ class BurstBuffer:
                                        args=[sync.customer_id, sync.to_json(),
                                              sync.queued_at])))
 
-    def drain(self, queue: str, task_name: str, limit: int, now: float) -> list[WaitingSync]:
-        """Take up to ``limit`` queued ``task_name`` messages off ``queue`` (oldest first, as
-        a worker would) and make them wait here, in a few round trips instead of one task
-        each. Other messages, and syncs that must write alone, go back to the queue's
-        consuming end. A crash between popping and adding loses nothing for good: every
-        queued sync has a ledger entry, and the lost-task sweep sends it again."""
+    def add_many(self, syncs: list[WaitingSync]) -> None:
+        """``add`` for many customers, in one round trip; a customer in flight is marked
+        ``force`` (its stored fingerprint predates its batch)."""
+        if not syncs:
+            return
+        ids = [s.customer_id for s in syncs]
+        flights = cast(list[str | None], self._redis.hmget(self.key("inflight"), ids))
         pipe = self._redis.pipeline(transaction=False)
-        pipe.rpop(queue, limit)
-        popped = cast(list[str] | None, pipe.execute()[0]) or []
-        syncs: list[WaitingSync] = []
-        others: list[str] = []
-        for message in popped:
-            call = task_call(message)
-            if call is None or call[0] != task_name or call[2].get("single_write"):
-                others.append(message)
-                continue
-            _, task_id, kwargs = call
-            syncs.append(WaitingSync(str(kwargs.get("customer_id")), task_id,
-                                     kwargs.get("tracking_guid"), bool(kwargs.get("force")),
-                                     now))
-        if others:
-            self._redis.rpush(queue, *reversed(others))  # back where they were taken
-        if syncs:
-            ids = [s.customer_id for s in syncs]
-            flights = cast(list[str | None], self._redis.hmget(self.key("inflight"), ids))
-            syncs = [WaitingSync(s.customer_id, s.task_id, s.tracking_guid,
-                                 s.force or flight is not None, s.queued_at)
-                     for s, flight in zip(syncs, flights, strict=True)]
-            pipe = self._redis.pipeline(transaction=False)
-            for sync in syncs:
-                self._add(keys=[self.key("waiting"), self.key("rows")],
-                          args=[sync.customer_id, sync.to_json(), sync.queued_at], client=pipe)
-            pipe.execute()
-        return syncs
+        for sync, flight in zip(syncs, flights, strict=True):
+            if flight is not None:
+                sync = WaitingSync(sync.customer_id, sync.task_id, sync.tracking_guid, True,
+                                   sync.queued_at)
+            self._add(keys=[self.key("waiting"), self.key("rows")],
+                      args=[sync.customer_id, sync.to_json(), sync.queued_at], client=pipe)
+        pipe.execute()
 
     def waiting(self) -> int:
         return int(cast(int, self._redis.zcard(self.key("waiting"))))
