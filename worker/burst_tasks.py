@@ -89,12 +89,17 @@ def goes_to_burst(c: bootstrap.Container, customer_id: str) -> bool:
         return False
     buffer = burst_buffer(c)
     on, backlog, held = buffer.mode_and_backlog(PROFILES_QUEUE, customer_id)
-    return _switch(c, buffer, on, backlog) or held
+    # A sync only switches on; flushes (every few seconds while it is on) switch off, so a
+    # sync running while a flush moves the queue does not end the burst mid-way.
+    return _switch(c, buffer, on, backlog, may_end=False) or held
 
 
-def _switch(c: bootstrap.Container, buffer: BurstBuffer, on: bool, backlog: int) -> bool:
+def _switch(c: bootstrap.Container, buffer: BurstBuffer, on: bool, backlog: int, *,
+            may_end: bool = True) -> bool:
     threshold = c.settings.burst_threshold
     wanted = next_mode(on, backlog, threshold)
+    if on and not wanted and not may_end and threshold > 0:
+        return True
     if wanted != on and buffer.set_mode(wanted):
         logger.warning(json.dumps({"burst_mode": "on" if wanted else "off", "backlog": backlog,
                                    "threshold": threshold}))

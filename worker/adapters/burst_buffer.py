@@ -10,6 +10,7 @@ Layout under ``{prefix}:burst``:
                            not taken again until its batch settled it, so two jobs never
                            carry two versions of one customer at once
   ``flush``                marker: a flush is scheduled
+  ``draining``             how many queued syncs a flush is moving here right now
   ``leases``               sorted set batch id → until when its current step owns it
   ``batch:{id}:syncs``     list of the syncs the batch took (WaitingSync JSON)
   ``batch:{id}``           list of the batch's prepared rows (BurstRow JSON) in job order
@@ -129,8 +130,9 @@ class BurstBuffer:
             pipe.llen(name)
         pipe.zcard(self.key("waiting"))
         pipe.hlen(self.key("inflight"))
+        pipe.get(self.key("draining"))
         mode, waiting, flying, *counts = pipe.execute()
-        return _text(mode) == "1", sum(int(n) for n in counts), bool(waiting or flying)
+        return _text(mode) == "1", sum(int(n or 0) for n in counts), bool(waiting or flying)
 
     def set_mode(self, on: bool) -> bool:
         """Switch; True when this call changed it (one caller logs the switch)."""

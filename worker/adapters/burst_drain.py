@@ -22,6 +22,9 @@ def drain_syncs(client: redis.Redis, buffer: BurstBuffer, queue: str, task_name:
     write alone, go back to the queue's consuming end. A crash between popping and adding
     loses nothing for good: every queued sync has a ledger entry, and the lost-task sweep
     sends it again."""
+    # Counted in the backlog while the popped syncs are on their way to the buffer, so no
+    # sync looking at the backlog meanwhile takes the burst for over.
+    client.set(buffer.key("draining"), limit, ex=30)
     popped = cast(list[str] | None, client.rpop(queue, limit)) or []
     syncs: list[WaitingSync] = []
     others: list[str] = []
@@ -36,4 +39,5 @@ def drain_syncs(client: redis.Redis, buffer: BurstBuffer, queue: str, task_name:
     if others:
         client.rpush(queue, *reversed(others))  # back where they were taken
     buffer.add_many(syncs)
+    client.delete(buffer.key("draining"))
     return syncs
