@@ -89,6 +89,7 @@ def run(customers: int, workers: int, concurrency: int, job_seconds: float,
             "settled_s": settled,
             "calls": sum(counts.values()),
             "calls_per_customer": sum(counts.values()) / customers,
+            "by_endpoint": ", ".join(f"{op} {n}" for op, n in counts.most_common(6) if n),
             "single_writes": counts["create_or_update_profile"],
             "jobs": counts["bulk_import_profiles"],
             "batches": batches,
@@ -142,6 +143,7 @@ def main() -> None:
     print(f"Klaviyo calls {r['calls']:.0f} = {r['calls_per_customer']:.4f} per customer "
           f"(bulk import jobs {r['jobs']:.0f}, single writes {r['single_writes']:.0f}; "
           f"{r['batches']:.0f} batches, {r['per_batch']:.0f} customers per batch)")
+    print(f"  by endpoint: {r['by_endpoint']}")
     for tier, t in sorted(r["stats"].items()):  # type: ignore[attr-defined]
         print(f"  tier {tier}: max {t['max_seen_per_second']}/s of {t['burst_limit']}, "
               f"{t['max_seen_per_minute']}/min of {t['steady_limit']}; "
