@@ -62,11 +62,16 @@ task_routes = {
     "ipaas_klaviyo.reconcile": {"queue": "reconcile"},
     "ipaas_klaviyo.consent_sync": {"queue": "reconcile"},
     "ipaas_klaviyo.forget_customer": {"queue": "profiles"},
+    # Burst batches' steps: never behind the backlog of queued syncs they are draining.
+    "ipaas_klaviyo.flush_burst": {"queue": "burst"},
+    "ipaas_klaviyo.burst_step": {"queue": "burst"},
 }
 QUEUES = ("profiles", "addresses", "lists", "transactions")
 # Every worker also consumes this; it holds at most a reconcile tick, so it is not among the
 # sync queues whose depth the admin shell reports.
 RECONCILE_QUEUE = "reconcile"
+# Every worker consumes this too: the steps of burst-mode batches (worker/tasks/burst.py).
+BURST_QUEUE = "burst"
 
 # `ipaas-klaviyo beat` sends a reconcile every RECONCILE_INTERVAL_SECONDS (default 15 min).
 # A tick still queued when the next is due has expired: it would only find the same work.

@@ -13,12 +13,13 @@ from worker.core.errors import ConfigurationError
 
 def cmd_worker(args: argparse.Namespace, extra: list[str]) -> int:
     # Imported per command: the CLI loads only what the command runs.
-    from celeryconfig import QUEUES, RECONCILE_QUEUE
+    from celeryconfig import BURST_QUEUE, QUEUES, RECONCILE_QUEUE
     from worker import bootstrap
     from worker.tasks.celery_app import app
 
     bootstrap.check_configuration()
-    argv = ["worker", "-Q", ",".join((*QUEUES, RECONCILE_QUEUE)), "--loglevel=INFO", *extra]
+    queues = ",".join((*QUEUES, RECONCILE_QUEUE, BURST_QUEUE))
+    argv = ["worker", "-Q", queues, "--loglevel=INFO", *extra]
     app.worker_main(argv)
     return EXIT_OK
 

@@ -11,6 +11,7 @@ from producers.cli_output import EXIT_OK, EXIT_REJECTED, EXIT_USAGE, print_json
 
 def _stores() -> tuple[Any, Any, Any, Any, Any]:
     # Imported per command: the CLI loads only what the command runs.
+    # Imported per command: the CLI loads only what the command runs.
     from worker import bootstrap
     from worker.adapters.dead_letters import DeadLetterStore
     from worker.adapters.history import HistoryStore
@@ -58,8 +59,24 @@ def cmd_status(args: argparse.Namespace) -> int:
     if not status["history"]:
         print("  no sync history")
     for h in status["history"]:
-        print(f"  {h['at']}  {h['step']:<8} {h['outcome']:<9} {h.get('reason') or ''}")
+        via = f"  (via {h['via']})" if h.get("via") else ""
+        print(f"  {h['at']}  {h['step']:<8} {h['outcome']:<9} {h.get('reason') or ''}{via}")
+    _print_burst_mode(cid)
     return EXIT_OK
+
+
+def _print_burst_mode(customer_id: str) -> None:
+    """The fleet's burst mode, when it matters: on, or this customer waiting for a job."""
+    # Imported per command: the CLI loads only what the command runs.
+    from worker import bootstrap
+    from worker.adapters.burst_buffer import BurstBuffer
+
+    buffer = BurstBuffer(bootstrap.redis_client(bootstrap.settings()))
+    on, _, held = buffer.mode_and_backlog("profiles", customer_id)
+    if on or held:
+        print(f"  burst mode {'on' if on else 'off'}: {buffer.waiting()} customers waiting "
+              f"for a bulk import job, {buffer.batches()} batches in flight"
+              + ("; this customer is among them" if held else ""))
 
 
 def _clock(epoch: float) -> str:

@@ -27,6 +27,7 @@ from prometheus_client.registry import Collector
 from worker import bootstrap
 from worker.adapters import keys
 from worker.adapters.broker import queue_depths
+from worker.adapters.burst_buffer import BurstBuffer
 from worker.adapters.metrics import COUNTERS, Metrics
 from worker.adapters.scheduled import ScheduledSteps
 from worker.adapters.task_ledger import TaskLedger
@@ -92,6 +93,7 @@ class RedisCollector(Collector):
             f"{NAMESPACE}_retrying",
             "Steps and subscription batches waiting out a retry in the scheduled set",
             value=ScheduledSteps(self._redis).retrying())
+        yield from self._burst_gauges()
         pipe = self._redis.pipeline(transaction=False)
         pipe.zcard(self._dead_letter_index)
         pipe.get(self._dead_letters_dropped)
@@ -106,6 +108,22 @@ class RedisCollector(Collector):
             f"{NAMESPACE}_dead_letters_dropped", "Dead-letter entries dropped by retention or size",
             value=int(dropped or 0),
         )
+
+
+    def _burst_gauges(self) -> Iterable[Any]:
+        buffer = BurstBuffer(self._redis)
+        yield GaugeMetricFamily(f"{NAMESPACE}_burst_mode",
+                                "1 while the fleet writes profiles in bulk import jobs",
+                                value=int(buffer.mode()))
+        yield GaugeMetricFamily(f"{NAMESPACE}_burst_waiting",
+                                "Customers waiting for a burst-mode bulk import job",
+                                value=buffer.waiting())
+        yield GaugeMetricFamily(f"{NAMESPACE}_burst_batches_in_flight",
+                                "Burst-mode bulk import batches not yet settled",
+                                value=buffer.batches())
+        yield GaugeMetricFamily(f"{NAMESPACE}_burst_last_batch_customers",
+                                "Customers in the last burst-mode batch taken",
+                                value=buffer.last_batch_customers())
 
 
 def exposition(client: Any) -> bytes:

@@ -25,6 +25,7 @@ class ImportJob:
     failed_count: int = 0
     profile_ids: list[str] = field(default_factory=list)  # created or updated, once each
     errors: list[dict[str, Any]] = field(default_factory=list)
+    accepted_at: float = 0.0  # time.monotonic() when accepted, for the processing delay
 
 
 def job_resource(job: ImportJob, url: str) -> dict[str, Any]:

@@ -193,6 +193,10 @@ class KlaviyoSandbox:
             raise TypeError(f"give at least one of {IDENTIFIERS}")
         return self._state.matching_profiles(criteria)
 
+    def profile_count(self) -> int:
+        with self._state.lock:
+            return len(self._state.profiles)
+
     def all_profiles(self) -> list[dict[str, Any]]:
         return self._state.matching_profiles({})
 
@@ -276,6 +280,15 @@ class KlaviyoSandbox:
     @bulk_polls_until_complete.setter
     def bulk_polls_until_complete(self, polls: int) -> None:
         self._bulk_imports.settings.polls_until_complete = polls
+
+    @property
+    def bulk_processing_seconds(self) -> float:
+        """The least time a bulk import job takes from acceptance to complete."""
+        return self._bulk_imports.settings.processing_seconds
+
+    @bulk_processing_seconds.setter
+    def bulk_processing_seconds(self, seconds: float) -> None:
+        self._bulk_imports.settings.processing_seconds = seconds
 
     @property
     def bulk_row_error(self) -> RowErrorRule | None:

@@ -141,6 +141,9 @@ class Settings:
     # Subscription and list actions of many customers wait this long (or until a batch is
     # full) and go to Klaviyo as one call; 0 sends each customer's actions at once.
     subscription_batch_window: float = 2.0
+    # Queued customer syncs above which the fleet writes profiles in bulk import jobs
+    # (README, "Burst mode"); back to single writes below half of it; 0 turns it off.
+    burst_threshold: int = 500
     # Reconciliation (README, "Reconciliation"): the beat interval, the first pass's
     # look-back, and the list filter on the update time (its syntax is not documented).
     reconcile_interval_seconds: float = 900.0
@@ -224,6 +227,7 @@ class Settings:
             subscription_batch_window=_number(
                 e, "SUBSCRIPTION_BATCH_WINDOW_SECONDS", d.subscription_batch_window
             ),
+            burst_threshold=int(_number(e, "BURST_THRESHOLD", d.burst_threshold)),
             reconcile_interval_seconds=_number(
                 e, "RECONCILE_INTERVAL_SECONDS", d.reconcile_interval_seconds
             ),
@@ -275,6 +279,8 @@ class Settings:
             raise ConfigurationError("SYNC_MAX_ATTEMPTS must be at least 1")
         if "{id}" not in self.ipaas_transaction_path:
             raise ConfigurationError("IPAAS_TRANSACTION_PATH must contain {id}")
+        if self.burst_threshold < 0:
+            raise ConfigurationError("BURST_THRESHOLD must be 0 (off) or more")
         if not 0 <= self.subscription_batch_window <= 60:
             raise ConfigurationError(
                 "SUBSCRIPTION_BATCH_WINDOW_SECONDS must be between 0 (off) and 60"

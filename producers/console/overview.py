@@ -16,6 +16,7 @@ from typing import Any
 
 from producers.console.services import ConsoleServices
 from producers.shell import queue_depths
+from worker.adapters.burst_buffer import BurstBuffer
 from worker.core.reconcile import CUSTOMERS, TRANSACTIONS, format_time
 from worker.services.consent_sync import CURSOR_NAME as CONSENT_CURSOR
 from worker.services.consent_sync import LAST_PASS_NAME as CONSENT_LAST_PASS
@@ -105,10 +106,22 @@ def consent_sync_section(s: ConsoleServices) -> Section:
     return Section("Consent back and deletions", rows)
 
 
+def burst_section(s: ConsoleServices) -> Section:
+    burst = BurstBuffer(s.redis)
+    on, backlog, _ = burst.mode_and_backlog("profiles")
+    return Section("Burst mode", [
+        ("burst mode", "on" if on else "off",
+         f"threshold {s.settings.burst_threshold} queued syncs (0: never)"),
+        ("backlog", backlog, "queued syncs, customers waiting for or in a bulk import job"),
+        ("batches in flight", burst.batches(), ""),
+        ("customers in the last batch", burst.last_batch_customers(), ""),
+    ])
+
+
 # Page order: a new fact is one more function here.
 SECTIONS: list[Callable[[ConsoleServices], Section]] = [
-    redis_section, queues_section, dead_letters_section, limiter_section, reconcile_section,
-    consent_sync_section,
+    redis_section, queues_section, burst_section, dead_letters_section, limiter_section,
+    reconcile_section, consent_sync_section,
 ]
 
 

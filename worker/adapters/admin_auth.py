@@ -20,6 +20,8 @@ from typing import cast
 
 import redis
 
+from worker.adapters import keys
+
 SESSION_SECONDS = 12 * 3600
 MAX_FAILED_LOGINS = 5
 LOCKOUT_SECONDS = 15 * 60
@@ -41,10 +43,10 @@ class AdminSession:
 
 
 class AdminSessions:
-    def __init__(self, client: redis.Redis, prefix: str = "ipk",
+    def __init__(self, client: redis.Redis, prefix: str | None = None,
                  ttl_seconds: int = SESSION_SECONDS) -> None:
         self._redis = client
-        self._prefix = f"{prefix}:admin"
+        self._prefix = keys.key(keys.ADMIN, prefix)
         self.ttl_seconds = ttl_seconds
 
     def key(self, session_id: str) -> str:
@@ -77,11 +79,11 @@ class LoginLockout:
     """``max_failures`` failed sign-ins from one address lock it out for ``lockout_seconds``
     from the last of them; a successful sign-in clears the count."""
 
-    def __init__(self, client: redis.Redis, prefix: str = "ipk", *,
+    def __init__(self, client: redis.Redis, prefix: str | None = None, *,
                  max_failures: int = MAX_FAILED_LOGINS,
                  lockout_seconds: int = LOCKOUT_SECONDS) -> None:
         self._redis = client
-        self._prefix = f"{prefix}:admin:failed_logins"
+        self._prefix = keys.key(f"{keys.ADMIN}:failed_logins", prefix)
         self.max_failures = max_failures
         self.lockout_seconds = lockout_seconds
 

@@ -132,6 +132,21 @@ def queue_depths(client: Any, queues: Iterable[str]) -> dict[str, int]:
     return depths
 
 
+def task_call(message: str) -> tuple[str, str, dict[str, Any]] | None:
+    """(task name, task id, keyword arguments) of a queued message; None when it is not a
+    Celery task message in the format built above."""
+    try:
+        envelope = json.loads(message)
+        headers = envelope["headers"]
+        body = json.loads(base64.b64decode(envelope["body"]))
+        kwargs = body[1]
+        if not isinstance(kwargs, dict):
+            return None
+        return str(headers["task"]), str(headers["id"]), kwargs
+    except (ValueError, KeyError, TypeError, IndexError):
+        return None
+
+
 # -- which task ids the transport still holds ---------------------------------------
 
 CHUNK = 2000

@@ -47,8 +47,9 @@ class HistoryStore:
         *,
         tracking_guid: str | None = None,
         duration_ms: float | None = None,
+        via: str | None = None,
     ) -> None:
-        entry = {
+        entry: dict[str, object] = {
             "at": iso_utc(self._now()),
             "step": outcome.step,
             "outcome": outcome.outcome,
@@ -57,6 +58,8 @@ class HistoryStore:
             "tracking_guid": tracking_guid,
             "duration_ms": None if duration_ms is None else round(duration_ms, 1),
         }
+        if via:  # "bulk": settled by a burst-mode batch
+            entry["via"] = via
         key = self.key(customer_id)
         pipe = self._redis.pipeline(transaction=True)
         pipe.lpush(key, json.dumps(entry))

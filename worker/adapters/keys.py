@@ -32,6 +32,8 @@ LOCKS = "lock"                         # ``lock:{name}``: fleet-wide single runn
 CHECKPOINTS = "checkpoint"             # ``checkpoint:{name}``: a resumable pass's progress
 WATERMARKS = "reconcile:watermark"     # ``reconcile:watermark:{kind}``
 SENT_ORDERS = "orders:sent"            # set: order events already sent
+BURST = "burst"                        # burst mode: ``burst:mode``, ``burst:waiting``, batches…
+ADMIN = "admin"                        # the console: ``admin:session:{id}``, failed logins…
 
 _configured = DEFAULT_PREFIX
 

@@ -36,6 +36,10 @@ COUNTERS: dict[str, str] = {
     "throttled_total": "Calls held back: klaviyo = a 429, limiter = no slot within the wait",
     "lost_tasks_resent_total": "Steps sent again after the broker lost their message",
     "consent_sync_profiles_total": "Profiles read by consent-sync, by result",
+    "burst_switches_total": "Burst mode switched on or off (label to)",
+    "burst_batches_total": "Bulk import batches taken in burst mode",
+    "burst_batch_customers_total": "Customers taken into burst batches (÷ batches: per batch)",
+    "burst_fallbacks_total": "Customers a burst batch sent back to the single-write path",
 }
 
 

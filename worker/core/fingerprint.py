@@ -15,11 +15,19 @@ from worker.core.model import MappedCustomer
 
 
 def fingerprint(attributes: dict[str, Any], mapped: MappedCustomer) -> str:
-    material = {
+    return digest(material(attributes, mapped))
+
+
+def material(attributes: dict[str, Any], mapped: MappedCustomer) -> dict[str, Any]:
+    """What the fingerprint covers (burst mode stores it until the profile id is known)."""
+    return {
         "attributes": attributes,
         "directives": mapped.directives,
         "collection": mapped.collection,
         "profile_id": mapped.profile_id,
     }
+
+
+def digest(material: dict[str, Any]) -> str:
     encoded = json.dumps(material, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(encoded.encode()).hexdigest()

@@ -15,7 +15,8 @@ from worker.tasks.scheduled_mover import ScheduledMover
 app = Celery("ipaas_klaviyo")
 app.config_from_object("celeryconfig")
 app.conf.imports = ("worker.tasks.steps", "worker.tasks.subscriptions", "worker.tasks.reconcile",
-                    "worker.tasks.transactions", "worker.tasks.links", "worker.tasks.consent")
+                    "worker.tasks.transactions", "worker.tasks.links", "worker.tasks.consent",
+                    "worker.tasks.burst")
 app.steps["worker"].add(LostTaskSweep)
 app.steps["worker"].add(ScheduledMover)
 mask_celery_logs()

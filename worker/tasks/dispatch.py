@@ -23,6 +23,7 @@ from worker import bootstrap
 from worker.adapters.broker import TaskMessages, queue_key, queue_of
 from worker.adapters.scheduled import ScheduledSteps, Waiting
 from worker.adapters.task_ledger import LedgerEntry, TaskLedger
+from worker.tasks.celery_app import app
 
 __all__ = ["queue_of", "send_later", "send_step"]
 
@@ -36,11 +37,16 @@ def _task_messages() -> TaskMessages:
     return _messages
 
 
-def send_step(task: Task, kwargs: dict[str, Any]) -> AsyncResult:
+def send_step(task: Task | str, kwargs: dict[str, Any]) -> AsyncResult:
+    """Send a tracked step now: its ledger entry first, then its message. ``task``: the task,
+    or its name (for a module the task's own module imports)."""
     settings, client = bootstrap.settings_and_redis()
     task_id = str(uuid.uuid4())
-    entry = LedgerEntry(task.name, queue_of(task.name), kwargs)
+    name = task if isinstance(task, str) else task.name
+    entry = LedgerEntry(name, queue_of(name), kwargs)
     TaskLedger(client).record(task_id, entry, time.time() + settings.lost_task_after_seconds)
+    if isinstance(task, str):
+        return app.send_task(name, kwargs=kwargs, task_id=task_id, queue=queue_of(name))
     return task.apply_async(kwargs=kwargs, task_id=task_id)
 
 

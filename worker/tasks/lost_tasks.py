@@ -22,11 +22,13 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import redis
 
 from worker.adapters import keys
 from worker.adapters.broker import BrokerScan
+from worker.adapters.burst_buffer import BurstBuffer
 from worker.adapters.metrics import Metrics
 from worker.adapters.scheduled import ScheduledSteps
 from worker.adapters.subscription_buffer import SubscriptionBuffer
@@ -37,6 +39,9 @@ from worker.tasks.timer_step import TimerStep
 logger = logging.getLogger("ipaas_klaviyo.lost_tasks")
 
 FLUSH_TASK = "ipaas_klaviyo.flush_subscriptions"
+BURST_STEP_TASK = "ipaas_klaviyo.burst_step"
+BURST_FLUSH_TASK = "ipaas_klaviyo.flush_burst"
+BURST_FLUSH_MARKER_SECONDS = 15.0  # five burst windows: a late flush is not doubled
 
 Send = Callable[[str, LedgerEntry], None]
 
@@ -109,10 +114,13 @@ class LostTaskSweep(TimerStep):
                                                               window=self._batch_window)
             for key in kicked:
                 self.app.send_task(FLUSH_TASK, kwargs={"key": key})
+            resumed = _resume_abandoned_bursts(self.app, BurstBuffer(client))
         except redis.RedisError as exc:
             # The next tick tries again; the worker's own Redis troubles show elsewhere.
             logger.warning("lost-task sweep failed: %s", type(exc).__name__)
             return
+        if resumed:
+            logger.warning("resuming %d burst batch(es) whose step died", resumed)
         if kicked:
             logger.warning("scheduled a flush for %d subscription batch key(s) whose flush "
                            "was lost", len(kicked))
@@ -126,3 +134,15 @@ class LostTaskSweep(TimerStep):
                        task_id, entry.task, entry.resent)
         self.app.send_task(entry.task, kwargs=entry.kwargs, task_id=task_id,
                             queue=entry.queue)
+
+
+def _resume_abandoned_bursts(app: Any, buffer: BurstBuffer) -> int:
+    """The sweep's share for burst batches: a batch whose step let its lease run out died
+    with its worker; its step is sent again (the claim inside lets exactly one run), and
+    customers left waiting get a flush. Returns how many batches were resumed."""
+    abandoned = buffer.abandoned()
+    for batch_id in abandoned:
+        app.send_task(BURST_STEP_TASK, kwargs={"batch_id": batch_id})
+    if buffer.waiting() and buffer.claim_flush(BURST_FLUSH_MARKER_SECONDS):
+        app.send_task(BURST_FLUSH_TASK)
+    return len(abandoned)

@@ -8,7 +8,6 @@ silently drops a customer: when the budget runs out it lands in the dead-letter 
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
@@ -26,13 +25,16 @@ from worker.adapters.step_deadline import step_deadline
 from worker.adapters.task_ledger import TaskLedger
 from worker.adapters.tombstones import Tombstones
 from worker.core import reasons
+from worker.core.burst import WaitingSync
 from worker.core.errors import StepOutcome
 from worker.core.retry import GiveUp, RetryIn, attempt
 from worker.observability import step_scope
 from worker.services.subscription_step import sync_subscriptions
 from worker.services.sync_service import ProfileSyncResult, sync_address, sync_profile
+from worker.tasks.burst import burst_buffer, goes_to_burst, hand_to_burst
 from worker.tasks.celery_app import app
 from worker.tasks.dispatch import send_later, send_step
+from worker.tasks.outcomes import record_outcome
 from worker.tasks.subscriptions import queue_subscription_step
 
 logger = logging.getLogger("ipaas_klaviyo.sync")
@@ -40,23 +42,11 @@ logger = logging.getLogger("ipaas_klaviyo.sync")
 PROFILE, ADDRESS, LISTS = "profile", "address", "lists"
 # Left of the task time limit after a step's last call: its outcome is still to be written.
 STEP_DEADLINE_MARGIN_SECONDS = 5.0
+# A profile step handed to a burst batch (worker/tasks/burst.py): the batch records its
+# outcome and finishes its ledger entry.
+HANDED_TO_BURST = "handed_to_burst"
 StepWork = Callable[[bootstrap.Container], StepOutcome]
 
-
-def _log(customer_id: str, outcome: StepOutcome, tracking_guid: str | None, ms: float) -> None:
-    # One structured line per step outcome: ids, codes and timings only, no personal data.
-    logger.info(
-        json.dumps(
-            {
-                "customer_id": customer_id,
-                "step": outcome.step,
-                "outcome": outcome.outcome,
-                "reason": outcome.reason,
-                "duration_ms": round(ms, 1),
-                "tracking_guid": tracking_guid,
-            }
-        )
-    )
 
 
 def _result(customer_id: str, outcome: StepOutcome, children: list[str] | None = None) -> dict:
@@ -129,6 +119,8 @@ def _run_step(
         )
     else:
         outcome = result.value
+        if outcome.outcome == HANDED_TO_BURST:
+            raise Ignore()  # acknowledged; its ledger entry stays open until the batch settles
         c.dead_letters.remove(f"{step}:{transaction_id or customer_id}")
     record_outcome(c, customer_id, outcome, tracking_guid, (time.monotonic() - started) * 1000)
     TaskLedger(c.redis).finish(task.request.id)
@@ -154,13 +146,6 @@ def _schedule_retry(task: Task, c: bootstrap.Container, step: str, customer_id: 
                      tracking_guid=tracking_guid)
     c.metrics.incr("retries_total", {"step": step})
 
-
-def record_outcome(c: bootstrap.Container, customer_id: str, outcome: StepOutcome,
-                   tracking_guid: str | None, elapsed_ms: float) -> None:
-    """History, the structured log line and the metrics of one finished step."""
-    c.history.record(customer_id, outcome, tracking_guid=tracking_guid, duration_ms=elapsed_ms)
-    _log(customer_id, outcome, tracking_guid, elapsed_ms)
-    c.metrics.incr("syncs_total", {"step": outcome.step, "outcome": outcome.outcome})
 
 
 def _dead_letter_customer(customer_id: str, retry_kwargs: dict[str, Any],
@@ -200,12 +185,15 @@ def sync_customer(
     force: bool = False,
     attempts: int = 0,
     explicit: bool = False,
+    single_write: bool = False,
     **_earlier: Any,  # arguments only messages from earlier versions carry (limiter_waits)
 ) -> dict:
     """Fetch, map, validate, resolve and upsert one customer; then chain its other steps.
 
     An update identical to the last payload that reached Klaviyo is skipped as `unchanged`
     unless `force` is set or the customer has an open dead-letter entry (a retry is due).
+    In burst mode the upsert is left to a bulk import batch (`single_write`: never, for a
+    customer a batch sends back, e.g. after an identifier conflict).
     """
     PendingSyncs(bootstrap.container().redis).started(CUSTOMER, str(customer_id))
     customer_id = str(customer_id)
@@ -232,10 +220,13 @@ def sync_customer(
         children.append(send_step(apply_subscriptions, step_kwargs).id)
 
     def work(c: bootstrap.Container) -> StepOutcome:
+        if not single_write and goes_to_burst(c, customer_id):
+            return _to_burst(c, customer_id, tracking_guid, self.request.id, force)
+        forced = force or bool(c.dead_letters.for_customer(customer_id))
         synced = sync_profile(
             customer_id, c.ports, c.mapping,
             default_region=c.settings.default_phone_region, tracking_guid=tracking_guid,
-            force=force or bool(c.dead_letters.for_customer(customer_id)),
+            force=forced,
             on_upserted=send_next_steps,
         )
         if synced.unchanged:
@@ -247,9 +238,21 @@ def sync_customer(
     outcome = run_step(
         self, PROFILE, customer_id, tracking_guid, work,
         {"customer_id": customer_id, "tracking_guid": tracking_guid, "force": force,
-         "attempts": attempts, "first_attempt_at": first_attempt_at},
+         "attempts": attempts, "first_attempt_at": first_attempt_at,
+         "single_write": single_write},
     )
     return {**_result(customer_id, outcome, children), "inline": inline}
+
+
+def _to_burst(c: bootstrap.Container, customer_id: str, tracking_guid: str | None,
+              task_id: str | None, force: bool) -> StepOutcome:
+    """Leave the customer for the next bulk import job (its batch fetches, maps and
+    validates it as the live path does). A customer still in flight in a batch is never
+    skipped as unchanged: the fingerprint stored is the one from before that batch."""
+    hand_to_burst(c, WaitingSync(
+        customer_id, task_id or "", tracking_guid,
+        force=force or burst_buffer(c).in_flight(customer_id), queued_at=time.time()))
+    return StepOutcome(PROFILE, HANDED_TO_BURST)
 
 
 @app.task(bind=True, name="ipaas_klaviyo.apply_address", max_retries=None)
