@@ -32,6 +32,7 @@ from worker.adapters.dead_letters import DeadLetterStore
 from worker.adapters.history import HistoryStore
 from worker.adapters.links import LinkStore
 from worker.adapters.metrics import Metrics
+from worker.adapters.tombstones import Tombstones
 
 THRESHOLD = "10"
 BACKLOG = 30  # plain valid customers, beyond the special cases
@@ -104,7 +105,9 @@ def test_each_customer_in_a_batch_ends_as_the_live_path_would(
     stack.ipaas.put_customer(customer(5, "Bad", "Address", "badaddress@example.com",
                                       "2015550005", addresses=[address(postal_code="ABCDE")]))
     stack.ipaas.put_customer(valid(6, "Before"))  # changed while its batch is in flight
-    special = ["2", "3", "4", "5", "6"]
+    stack.ipaas.put_customer(valid(7))  # erased (a tombstone) while its sync waits
+    Tombstones(client).add("7", "forget")
+    special = ["2", "3", "4", "5", "6", "7"]
     before = dict(stack.klaviyo.call_counts)
     for cid in ["1", *special, *plain]:  # customer 1 again: unchanged
         enqueue_customer(cid)
@@ -120,7 +123,8 @@ def test_each_customer_in_a_batch_ends_as_the_live_path_would(
 
     everything = {cid: {"profile", "address", "lists"} for cid in plain}
     everything.update({"1": {"profile"}, "2": {"profile"}, "3": {"profile"},
-                       "4": {"profile"}, "5": {"profile", "address", "lists"}})
+                       "4": {"profile"}, "5": {"profile", "address", "lists"},
+                       "7": {"profile"}})
     wait_until(settled(client, everything), 120, "every outcome")
     wait_until(lambda: len(steps(client, "6").get("profile", [])) >= 2
                and client.hlen("ipk:burst:inflight") == 0
@@ -163,6 +167,9 @@ def test_each_customer_in_a_batch_ends_as_the_live_path_would(
     assert steps(client, "5")["profile"][0]["outcome"] == "created"
     assert dead["address:5"]["reason"] == "invalid_postal_code"
     assert "profile:5" not in dead
+    erased = steps(client, "7")["profile"][-1]
+    assert (erased["outcome"], erased["reason"]) == ("skipped", "customer_deleted")
+    assert stack.klaviyo.find_profiles(external_id="7") == []
     [six] = stack.klaviyo.find_profiles(external_id="6")
     assert six["attributes"]["first_name"] == "After"
     # No duplicates: the two conflicting ones, customers 1, 5 and 6, and the backlog.

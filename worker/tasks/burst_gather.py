@@ -16,6 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from worker import bootstrap
 from worker.adapters.burst_buffer import BurstBuffer
 from worker.adapters.task_ledger import TaskLedger
+from worker.adapters.tombstones import Tombstones
+from worker.core import reasons
 from worker.core.burst import BurstRow, WaitingSync
 from worker.core.errors import StepOutcome
 from worker.core.retry import Done, GiveUp, RetryIn, attempt
@@ -42,9 +44,13 @@ def gather(c: bootstrap.Container, buffer: BurstBuffer, batch_id: str, start: in
             syncs = buffer.syncs(batch_id, position, SLICE)
             if not syncs:
                 return True
-            results = list(pool.map(lambda s: _prepare(c, s), syncs))
+            # Erased customers (tombstones) are never synced again, in a batch as alone.
+            deleted = Tombstones(c.redis).deleted([s.customer_id for s in syncs])
+            live = [s for s in syncs if s.customer_id not in deleted]
+            results = list(pool.map(lambda s: _prepare(c, s), live))
             rows = [r for r in results if isinstance(r, BurstRow)]
-            _settle_the_rest(c, buffer, batch_id, syncs, results)
+            _skip_deleted(c, buffer, batch_id, [s for s in syncs if s.customer_id in deleted])
+            _settle_the_rest(c, buffer, batch_id, live, results)
             position += len(syncs)
             buffer.gathered(batch_id, rows, position)
     return False
@@ -59,6 +65,19 @@ def _prepare(c: bootstrap.Container, sync: WaitingSync
         force=sync.force or bool(c.dead_letters.for_customer(sync.customer_id)),
         now=sync.queued_at or time.time()), 0, 0.0, c.retry_policy)
     return result.value if isinstance(result, Done) else result
+
+
+def _skip_deleted(c: bootstrap.Container, buffer: BurstBuffer, batch_id: str,
+                  syncs: list[WaitingSync]) -> None:
+    if not syncs:
+        return
+    ledger = TaskLedger(c.redis)
+    for sync in syncs:
+        record_outcome(c, sync.customer_id,
+                       StepOutcome(PROFILE, "skipped", reasons.CUSTOMER_DELETED),
+                       sync.tracking_guid, 0.0, via=VIA)
+        ledger.finish(sync.task_id)
+    buffer.settled(batch_id, [s.customer_id for s in syncs])
 
 
 def _settle_the_rest(c: bootstrap.Container, buffer: BurstBuffer, batch_id: str,
