@@ -74,7 +74,9 @@ class LocalStack:
             IPAAS_BASE_URL=self.ipaas.url,
             IPAAS_SYSTEM_ID=SYSTEM_ID,
             WEBHOOK_API_KEY=WEBHOOK_KEY,
-            # Short backoff so a demo or test run does not sit out production delays.
+            # Short backoff so a demo or test run does not sit out production delays. The
+            # documented defaults are covered by tests/integration/test_worker_killed.py and
+            # `bench/faults.py --only kill`, which put them back.
             RETRY_BASE_SECONDS=env.get("RETRY_BASE_SECONDS", "0.2"),
             RETRY_CAP_SECONDS=env.get("RETRY_CAP_SECONDS", "2"),
             SYNC_MAX_ATTEMPTS=env.get("SYNC_MAX_ATTEMPTS", "4"),

@@ -49,6 +49,9 @@ def make_stack(redis_url: str, tmp_path: Path) -> Iterator[type[LocalStack]]:
 def test_profile_endpoints_failing_30_percent_503_and_10_percent_429(
     make_stack, tmp_path: Path
 ) -> None:
+    # 20 attempts capped at 1 s apart (defaults: 8, up to 600 s) so a 40% fault rate drains
+    # in minutes with no customer exhausting its budget; the default backoff under the same
+    # fault mix is measured by `bench/faults.py --only kill`.
     stack = make_stack(SYNC_MAX_ATTEMPTS="20", RETRY_CAP_SECONDS="1")
     faults = RandomFaults(seed=11, operations=PROFILE_OPERATIONS,
                           error_rates={503: 0.3, 429: 0.1}, retry_after=1)
@@ -91,7 +94,9 @@ def test_four_workers_never_exceed_a_low_limit(make_stack, tmp_path: Path) -> No
 
 def test_waiting_for_the_limiter_does_not_use_up_attempts(make_stack, tmp_path: Path) -> None:
     # One attempt only, a limiter allowing one call a second and a worker that will not wait
-    # for it: every step keeps hitting the limiter, and must still end synced.
+    # for it: every step keeps hitting the limiter, and must still end synced. (Retries 1 s
+    # apart at most, default 600 s, to keep it short; the default 30 s limiter wait is on the
+    # path of bench/live.py and every other integration test.)
     stack = make_stack(KLAVIYO_RATE_LIMITS="L=1/60", RATE_LIMIT_MAX_WAIT_SECONDS="0.1",
                        SYNC_MAX_ATTEMPTS="1", RETRY_CAP_SECONDS="1")
     ids = seed(stack, 42000, 8)

@@ -44,6 +44,8 @@ def resent_count(client: redis.Redis) -> int:
 def test_sweep_resends_only_what_is_neither_queued_nor_unacknowledged(
     make_stack: StackFactory,
 ) -> None:
+    # A 2 s lost-task grace (default 90 s) so the sweep acts within the test; the default
+    # grace is on the path of test_worker_killed.py, which runs on the documented defaults.
     stack = make_stack(LOST_TASK_AFTER_SECONDS="2")
     client = stack.redis()
     ledger = TaskLedger(client)
@@ -95,6 +97,8 @@ def test_sweep_resends_only_what_is_neither_queued_nor_unacknowledged(
 
 
 def test_sweep_does_not_resend_a_task_that_finished_meanwhile(make_stack: StackFactory) -> None:
+    # A 2 s lost-task grace (default 90 s) so the sweep acts within the test; the default
+    # grace is on the path of test_worker_killed.py, which runs on the documented defaults.
     stack = make_stack(LOST_TASK_AFTER_SECONDS="2")
     client = stack.redis()
     ledger = TaskLedger(client)
@@ -117,6 +121,8 @@ def test_sweep_does_not_resend_a_task_that_finished_meanwhile(make_stack: StackF
 def test_a_lost_sync_message_is_sent_again_and_the_customer_synced(
     make_stack: StackFactory, tmp_path: Path
 ) -> None:
+    # A 2 s lost-task grace (default 90 s) so the sweep acts within the test; the default
+    # grace is on the path of test_worker_killed.py, which runs on the documented defaults.
     stack = make_stack(LOST_TASK_AFTER_SECONDS="2")
     stack.ipaas.put_customer(customer(30001, "Lost", "Message", "lost@example.com",
                                       "2015550101"))
@@ -138,6 +144,10 @@ def test_a_lost_sync_message_is_sent_again_and_the_customer_synced(
 
 
 def test_a_lost_chained_step_is_sent_again(make_stack: StackFactory, tmp_path: Path) -> None:
+    # A 2 s lost-task grace (default 90 s) so the sweep acts within the test; the default
+    # grace is on the path of test_worker_killed.py, which runs on the documented defaults.
+    # Batching off: the lost step is the lists task itself, not a batch flush (that case
+    # is test_a_lost_batch_flush_is_replaced, with a window).
     stack = make_stack(LOST_TASK_AFTER_SECONDS="2", SUBSCRIPTION_BATCH_WINDOW_SECONDS="0")
     stack.ipaas.put_customer(customer(30002, "Lost", "Lists", "lists@example.com",
                                       "2015550102"))
@@ -164,6 +174,9 @@ def test_a_lost_chained_step_is_sent_again(make_stack: StackFactory, tmp_path: P
 
 
 def test_a_lost_batch_flush_is_replaced(make_stack: StackFactory, tmp_path: Path) -> None:
+    # A 2 s lost-task grace (default 90 s) so the sweep acts within the test; the default
+    # grace is on the path of test_worker_killed.py, which runs on the documented defaults.
+    # A 3 s window (default 2 s) leaves time to kill the worker before the flush runs.
     stack = make_stack(LOST_TASK_AFTER_SECONDS="2", SUBSCRIPTION_BATCH_WINDOW_SECONDS="3")
     stack.ipaas.put_customer(customer(30003, "Lost", "Flush", "flush@example.com",
                                       "2015550103"))

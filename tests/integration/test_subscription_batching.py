@@ -84,6 +84,8 @@ def test_a_row_klaviyo_refuses_dead_letters_only_that_customer(
 def test_window_zero_sends_each_customer_on_its_own(
     make_stack: StackFactory, tmp_path: Path
 ) -> None:
+    # Window 0 is the setting under test (batching off); the default 2 s window is the
+    # path of the other tests in this module.
     stack = make_stack(SUBSCRIPTION_BATCH_WINDOW_SECONDS="0")
     ids = seed(stack, 52000, 12)
     stack.start_worker(concurrency=2, log_path=str(tmp_path / "worker.log"))
