@@ -23,10 +23,9 @@ from dataclasses import dataclass, field
 from itertools import accumulate
 from typing import Any
 
-CUSTOMER = "customer"
-TRANSACTION = "transaction"
-# A customer deleted in iPaaS.com: its erasure (tombstone, unlink, maybe profile deletion).
-CUSTOMER_DELETED = "customer_deleted"
+# The kinds of record a notification asks for (a deleted customer: its erasure), as the
+# intake queues them (worker/adapters/pending.py).
+from worker.adapters.pending import CUSTOMER, CUSTOMER_DELETED, TRANSACTION
 
 # Normalised scope → the kind of record to sync. The one place new scopes are routed.
 # Transactions are synced only while GENERATE_EVENTS is on; the intake drops them otherwise.

@@ -97,6 +97,12 @@ return redis.call('HLEN', KEYS[2])
 """
 
 
+# Customers wait this long for more to join their job; a scheduled flush's marker outlives
+# it a few times over (a late flush is not doubled, a lost one is replaced when it expires).
+FLUSH_WINDOW_SECONDS = 3.0
+FLUSH_MARKER_SECONDS = 5 * FLUSH_WINDOW_SECONDS
+
+
 class BurstBuffer:
     def __init__(self, client: redis.Redis, prefix: str | None = None, *,
                  ttl_seconds: int = 24 * 3600, now: Clock = time.time) -> None:

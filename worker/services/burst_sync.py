@@ -13,11 +13,10 @@ from worker.core.errors import ValidationFailed
 from worker.core.fingerprint import digest, material
 from worker.core.mapping import MappingCollections
 from worker.services.sync_service import (
-    LINK_STORE,
     Ports,
     ProfileSyncResult,
     build_profile_payload,
-    find_link,
+    prepare_sync,
 )
 
 # Stands in for a new profile's id in the fingerprint the next sync will compute; the batch
@@ -30,14 +29,12 @@ def prepare_burst_row(customer_id: str, ports: Ports, mapping: MappingCollection
                       force: bool, now: float) -> BurstRow | ProfileSyncResult:
     """The customer's row for a bulk import job, or (unchanged) the live path's result.
     Raises ValidationFailed (and fetch errors) exactly as ``sync_profile`` does."""
-    customer = ports.customers.get_customer(customer_id)
-    linked, source = find_link(customer_id, ports)
-    payload = build_profile_payload(customer, linked, mapping, default_region)
+    prepared = prepare_sync(customer_id, ports, mapping, default_region, force=force)
+    if prepared.unchanged is not None:
+        return prepared.unchanged
+    customer, linked, source, payload = (prepared.customer, prepared.linked, prepared.source,
+                                         prepared.payload)
     mapped = payload.mapped
-    if (not force and linked and source == LINK_STORE and ports.fingerprints is not None
-            and ports.fingerprints.get(customer_id) == payload.fingerprint):
-        return ProfileSyncResult(customer_id, linked, False, mapped.collection, LINK_STORE,
-                                 location_applied=payload.location_applied, unchanged=True)
     next_material = None if linked else _next_material(customer, mapping, default_region)
     return BurstRow(customer_id=customer_id, task_id=task_id, attributes=payload.attributes,
                     collection=mapped.collection, linked_profile_id=linked, link_source=source,

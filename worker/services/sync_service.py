@@ -119,6 +119,35 @@ def build_profile_payload(
                           fingerprint(attributes, mapped))
 
 
+@dataclass(frozen=True)
+class PreparedSync:
+    """A customer fetched, linked and mapped: its payload, or the result that says nothing
+    changed since the last payload that reached Klaviyo."""
+
+    customer: dict[str, Any]
+    linked: str | None
+    source: str | None
+    payload: ProfilePayload
+    unchanged: ProfileSyncResult | None
+
+
+def prepare_sync(customer_id: str, ports: Ports, mapping: MappingCollections,
+                 default_region: str, *, force: bool) -> PreparedSync:
+    """Fetch, find the link, map and validate (raises as ``sync_profile`` does); an update
+    identical to the last one sent is ``unchanged`` unless ``force``. Shared by the live
+    path and burst batches."""
+    customer = ports.customers.get_customer(customer_id)
+    linked, source = find_link(customer_id, ports)
+    payload = build_profile_payload(customer, linked, mapping, default_region)
+    unchanged = None
+    if (not force and linked and source == LINK_STORE and ports.fingerprints is not None
+            and ports.fingerprints.get(customer_id) == payload.fingerprint):
+        unchanged = ProfileSyncResult(customer_id, linked, False, payload.mapped.collection,
+                                      LINK_STORE, location_applied=payload.location_applied,
+                                      unchanged=True)
+    return PreparedSync(customer, linked, source, payload, unchanged)
+
+
 def sync_profile(
     customer_id: str,
     ports: Ports,
@@ -137,14 +166,12 @@ def sync_profile(
     collection (the Add one for a new customer, whose lists come from it) and sends them
     then; after the link is written it would map with Update. The fingerprint that makes an
     identical update a no-op is stored last, for the same reason."""
-    customer = ports.customers.get_customer(customer_id)
-    linked, source = find_link(customer_id, ports)
-    payload = build_profile_payload(customer, linked, mapping, default_region)
+    prepared = prepare_sync(customer_id, ports, mapping, default_region, force=force)
+    if prepared.unchanged is not None:
+        return prepared.unchanged
+    customer, linked, source, payload = (prepared.customer, prepared.linked, prepared.source,
+                                         prepared.payload)
     mapped = payload.mapped
-    if (not force and linked and source == LINK_STORE and ports.fingerprints is not None
-            and ports.fingerprints.get(customer_id) == payload.fingerprint):
-        return ProfileSyncResult(customer_id, linked, False, mapped.collection, LINK_STORE,
-                                 location_applied=payload.location_applied, unchanged=True)
     outcome_id, created = upsert_profile(payload.attributes, mapped.profile_id, ports)
     result = ProfileSyncResult(
         customer_id=customer_id,

@@ -44,21 +44,19 @@ from worker.core.burst import (
 from worker.core.retry import Done, GiveUp, RetryIn, attempt
 from worker.tasks.burst_gather import gather
 from worker.tasks.burst_job import (
-    FLUSH_TASK,
-    WINDOW_SECONDS,
     finished,
     poll,
+    schedule_flush,
     settle,
     submit,
 )
 from worker.tasks.burst_outcomes import fall_back, fall_back_syncs
 from worker.tasks.celery_app import app
 from worker.tasks.dispatch import send_later
+from worker.tasks.names import BURST_STEP, FLUSH_BURST, SYNC_CUSTOMER
 
 logger = logging.getLogger("ipaas_klaviyo.burst")
 
-STEP_TASK = "ipaas_klaviyo.burst_step"
-SYNC_TASK = "ipaas_klaviyo.sync_customer"
 SUBMIT_SECONDS = 15.0  # what a step keeps in hand to submit a job (up to 5 MB, a limiter wait)
 DRAIN_CHUNK, DRAIN_ROUNDS = 1_000, 20  # up to two jobs' worth per flush
 
@@ -117,7 +115,7 @@ def _drain_queue(c: bootstrap.Container, buffer: BurstBuffer) -> None:
     so a change from now on queues a new sync: the last change wins."""
     ledger, pending = TaskLedger(c.redis), PendingSyncs(c.redis)
     for _ in range(DRAIN_ROUNDS):
-        syncs = drain_syncs(c.redis, buffer, PROFILES_QUEUE, SYNC_TASK, DRAIN_CHUNK,
+        syncs = drain_syncs(c.redis, buffer, PROFILES_QUEUE, SYNC_CUSTOMER, DRAIN_CHUNK,
                             time.time())
         if not syncs:
             return
@@ -137,15 +135,15 @@ def hand_to_burst(c: bootstrap.Container, sync: WaitingSync) -> None:
     TaskLedger(c.redis).postpone(sync.task_id, time.time() + LEDGER_HOLD_SECONDS)
     if waiting % MAX_PROFILES_PER_JOB == 0:  # a full job waits: no reason to wait longer
         flush_burst.apply_async()
-    elif buffer.claim_flush(WINDOW_SECONDS * 5):
-        send_later(FLUSH_TASK, {}, WINDOW_SECONDS)
+    else:
+        schedule_flush(buffer)
 
 
 
 # -- the steps ----------------------------------------------------------------------------
 
 
-@app.task(bind=True, name=FLUSH_TASK, max_retries=None)
+@app.task(bind=True, name=FLUSH_BURST, max_retries=None)
 def flush_burst(self: Task) -> dict[str, Any]:
     """Take one job's worth of waiting customers and submit it; flush again if more wait."""
     c = bootstrap.container()
@@ -158,8 +156,8 @@ def flush_burst(self: Task) -> dict[str, Any]:
     candidates = buffer.peek(MAX_PROFILES_PER_JOB)
     if not candidates:
         # What waits is a newer change of customers still in flight: look again shortly.
-        if buffer.waiting() and buffer.claim_flush(WINDOW_SECONDS * 5):
-            send_later(FLUSH_TASK, {}, WINDOW_SECONDS)
+        if buffer.waiting():
+            schedule_flush(buffer)
         return {"batch": None}
     token = uuid.uuid4().hex
     batch_id, rows = buffer.take(candidates, lease_seconds(c), token)
@@ -172,14 +170,14 @@ def flush_burst(self: Task) -> dict[str, Any]:
         buffer.note_batch(len(rows))
         logger.info(json.dumps({"burst_batch": batch_id, "customers": len(rows)}))
     # While burst mode is on, flushes keep draining the queue; after it, what still waits.
-    if (buffer.waiting() or buffer.mode()) and buffer.claim_flush(WINDOW_SECONDS * 5):
-        send_later(FLUSH_TASK, {}, WINDOW_SECONDS)
+    if buffer.waiting() or buffer.mode():
+        schedule_flush(buffer)
     if rows:
         _run_step(c, buffer, batch_id, token)
     return {"batch": batch_id, "customers": len(rows)}
 
 
-@app.task(bind=True, name=STEP_TASK, max_retries=None)
+@app.task(bind=True, name=BURST_STEP, max_retries=None)
 def burst_step(self: Task, batch_id: str, token: str = "", attempts: int = 0,
                first_attempt_at: float | None = None) -> dict[str, Any]:
     c = bootstrap.container()
@@ -225,7 +223,7 @@ def _run_step(c: bootstrap.Container, buffer: BurstBuffer, batch_id: str, token:
 def _next(c: bootstrap.Container, buffer: BurstBuffer, batch_id: str, token: str,
           delay: float, **retry: Any) -> None:
     buffer.extend(batch_id, delay + lease_seconds(c))
-    send_later(STEP_TASK, {"batch_id": batch_id, "token": token, **retry}, delay)
+    send_later(BURST_STEP, {"batch_id": batch_id, "token": token, **retry}, delay)
 
 
 def _give_up(c: bootstrap.Container, buffer: BurstBuffer, batch_id: str, phase: str,

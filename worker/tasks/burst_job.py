@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from worker import bootstrap
-from worker.adapters.burst_buffer import BurstBuffer
+from worker.adapters.burst_buffer import FLUSH_MARKER_SECONDS, FLUSH_WINDOW_SECONDS, BurstBuffer
 from worker.adapters.klaviyo.bulk import BulkRowsRejected, ImportRowError
 from worker.core import reasons
 from worker.core.burst import (
@@ -25,9 +25,8 @@ from worker.core.burst import (
 from worker.core.errors import FieldError
 from worker.tasks.burst_outcomes import record_refused, settle_slice
 from worker.tasks.dispatch import send_later
+from worker.tasks.names import FLUSH_BURST
 
-FLUSH_TASK = "ipaas_klaviyo.flush_burst"
-WINDOW_SECONDS = 3.0  # customers wait this long for more to join their job
 POLL_FIRST_SECONDS, POLL_MAX_SECONDS = 1.0, 5.0
 # Profile ids are read back 100 a call; a pause between calls keeps a batch's read-back
 # (100 calls for 10,000 customers) near 20 calls/s, far from the L tier's 75/s even when
@@ -148,5 +147,11 @@ def settle(c: bootstrap.Container, buffer: BurstBuffer, batch_id: str,
 def finished(buffer: BurstBuffer, batch_id: str) -> None:
     """Done: a newer change of one of its customers, held back meanwhile, can go now."""
     buffer.finish(batch_id)
-    if buffer.waiting() and buffer.claim_flush(WINDOW_SECONDS * 5):
-        send_later(FLUSH_TASK, {}, WINDOW_SECONDS)
+    if buffer.waiting():
+        schedule_flush(buffer)
+
+
+def schedule_flush(buffer: BurstBuffer) -> None:
+    """A flush in FLUSH_WINDOW_SECONDS, unless one is scheduled already."""
+    if buffer.claim_flush(FLUSH_MARKER_SECONDS):
+        send_later(FLUSH_BURST, {}, FLUSH_WINDOW_SECONDS)

@@ -22,12 +22,11 @@ from worker.services.burst_sync import stamp_after_import
 from worker.services.sync_service import LINK_STORE
 from worker.tasks.dispatch import send_step
 from worker.tasks.links import write_back_links
+from worker.tasks.names import APPLY_ADDRESS, APPLY_SUBSCRIPTIONS, SYNC_CUSTOMER
 from worker.tasks.outcomes import record_outcome
 
-# Sent by name: the step tasks' module hands its customers to burst batches (no cycle).
-SYNC_TASK = "ipaas_klaviyo.sync_customer"
-ADDRESS_TASK = "ipaas_klaviyo.apply_address"
-LISTS_TASK = "ipaas_klaviyo.apply_subscriptions"
+# Follow-up steps go by name (worker/tasks/names.py): the step tasks' module hands its
+# customers to burst batches, so it cannot be imported here.
 
 PROFILE, ADDRESS = "profile", "address"
 VIA = "bulk"
@@ -90,8 +89,8 @@ def _imported(c: bootstrap.Container, row: BurstRow, profile_id: str, created: b
         record_outcome(c, cid, StepOutcome(ADDRESS, "synced", profile_id=profile_id),
                        row.tracking_guid, 0.0, via=VIA)
     else:
-        send_step(ADDRESS_TASK, step_kwargs)  # a bad address: rejected by its own step
-    send_step(LISTS_TASK, step_kwargs)  # the batched subscription step, as always
+        send_step(APPLY_ADDRESS, step_kwargs)  # a bad address: rejected by its own step
+    send_step(APPLY_SUBSCRIPTIONS, step_kwargs)  # the batched subscription step, as always
 
 
 def record_refused(c: bootstrap.Container, refused: list[tuple[BurstRow, list[FieldError]]]
@@ -119,7 +118,7 @@ def fall_back(c: bootstrap.Container, rows: list[BurstRow]) -> None:
 def fall_back_syncs(c: bootstrap.Container, syncs: list[WaitingSync]) -> None:
     ledger = TaskLedger(c.redis)
     for sync in syncs:
-        send_step(SYNC_TASK, {"customer_id": sync.customer_id,
+        send_step(SYNC_CUSTOMER, {"customer_id": sync.customer_id,
                                   "tracking_guid": sync.tracking_guid, "force": sync.force,
                                   "single_write": True})
         ledger.finish(sync.task_id)

@@ -28,20 +28,18 @@ import redis
 
 from worker.adapters import keys
 from worker.adapters.broker import BrokerScan
-from worker.adapters.burst_buffer import BurstBuffer
+from worker.adapters.burst_buffer import FLUSH_MARKER_SECONDS, BurstBuffer
 from worker.adapters.metrics import Metrics
 from worker.adapters.scheduled import ScheduledSteps
 from worker.adapters.subscription_buffer import SubscriptionBuffer
 from worker.adapters.task_ledger import LedgerEntry, TaskLedger
 from worker.config import Settings
+from worker.tasks.names import BURST_STEP, FLUSH_BURST, FLUSH_SUBSCRIPTIONS
 from worker.tasks.timer_step import TimerStep
 
 logger = logging.getLogger("ipaas_klaviyo.lost_tasks")
 
-FLUSH_TASK = "ipaas_klaviyo.flush_subscriptions"
-BURST_STEP_TASK = "ipaas_klaviyo.burst_step"
-BURST_FLUSH_TASK = "ipaas_klaviyo.flush_burst"
-BURST_FLUSH_MARKER_SECONDS = 15.0  # five burst windows: a late flush is not doubled
+
 
 Send = Callable[[str, LedgerEntry], None]
 
@@ -113,7 +111,7 @@ class LostTaskSweep(TimerStep):
             kicked = SubscriptionBuffer(client).claim_stalled(after_seconds=self._after,
                                                               window=self._batch_window)
             for key in kicked:
-                self.app.send_task(FLUSH_TASK, kwargs={"key": key})
+                self.app.send_task(FLUSH_SUBSCRIPTIONS, kwargs={"key": key})
             resumed = _resume_abandoned_bursts(self.app, BurstBuffer(client))
         except redis.RedisError as exc:
             # The next tick tries again; the worker's own Redis troubles show elsewhere.
@@ -142,7 +140,7 @@ def _resume_abandoned_bursts(app: Any, buffer: BurstBuffer) -> int:
     customers left waiting get a flush. Returns how many batches were resumed."""
     abandoned = buffer.abandoned()
     for batch_id in abandoned:
-        app.send_task(BURST_STEP_TASK, kwargs={"batch_id": batch_id})
-    if buffer.waiting() and buffer.claim_flush(BURST_FLUSH_MARKER_SECONDS):
-        app.send_task(BURST_FLUSH_TASK)
+        app.send_task(BURST_STEP, kwargs={"batch_id": batch_id})
+    if buffer.waiting() and buffer.claim_flush(FLUSH_MARKER_SECONDS):
+        app.send_task(FLUSH_BURST)
     return len(abandoned)

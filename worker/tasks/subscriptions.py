@@ -53,11 +53,11 @@ from worker.core.subscriptions import REMOVE_FROM_LIST
 from worker.services.subscription_step import plan_subscription_step
 from worker.tasks.celery_app import app
 from worker.tasks.dispatch import send_later
+from worker.tasks.names import FLUSH_SUBSCRIPTIONS
 
 logger = logging.getLogger("ipaas_klaviyo.sync")
 
 LISTS = "lists"
-FLUSH_TASK = "ipaas_klaviyo.flush_subscriptions"
 # Left of the task time limit after the batch's last call: its outcomes are still to be written.
 STEP_DEADLINE_MARGIN_SECONDS = 5.0
 
@@ -115,14 +115,14 @@ def queue_subscription_step(
         if length >= BatchKey.decode(key).limit:
             flush_subscriptions.apply_async(kwargs={"key": key})
         elif buffer.claim_flush(key, marker_seconds(window)):
-            send_later(FLUSH_TASK, {"key": key}, window)
+            send_later(FLUSH_SUBSCRIPTIONS, {"key": key}, window)
     return True
 
 
 # -- the flush ---------------------------------------------------------------------------
 
 
-@app.task(bind=True, name=FLUSH_TASK, max_retries=None)
+@app.task(bind=True, name=FLUSH_SUBSCRIPTIONS, max_retries=None)
 def flush_subscriptions(
     self: Task,
     key: str,
@@ -166,7 +166,7 @@ def flush_subscriptions(
     elif waiting and buffer.claim_flush(key, marker_seconds(c.settings.subscription_batch_window)):
         # What arrived while this batch was sent waits for its own window, so a steady
         # trickle does not turn into a flush per handful of customers.
-        send_later(FLUSH_TASK, {"key": key}, c.settings.subscription_batch_window)
+        send_later(FLUSH_SUBSCRIPTIONS, {"key": key}, c.settings.subscription_batch_window)
     _watch_leases(buffer, key)
     return {"key": key, "batches": sent}
 
@@ -179,7 +179,7 @@ def _watch_leases(buffer: SubscriptionBuffer, key: str) -> None:
         return
     wait = max(0.0, lease_end - time.time()) + 1.0
     if buffer.claim_watch(key, wait):
-        send_later(FLUSH_TASK, {"key": key}, wait)
+        send_later(FLUSH_SUBSCRIPTIONS, {"key": key}, wait)
 
 
 def _send(c: bootstrap.Container, buffer: SubscriptionBuffer, key: BatchKey, batch: InFlight,
@@ -200,12 +200,12 @@ def _send(c: bootstrap.Container, buffer: SubscriptionBuffer, key: BatchKey, bat
             logger.error("unexpected error sending a subscription batch",
                          exc_info=result.exception)
         buffer.extend(key.encode(), batch.batch_id, result.delay + lease_seconds(c))
-        waiting = Waiting(task_id="", task=FLUSH_TASK, step=LISTS,
+        waiting = Waiting(task_id="", task=FLUSH_SUBSCRIPTIONS, step=LISTS,
                           subject=subject_of("batch", batch.batch_id),
                           due_at=time.time() + result.delay, attempt=result.attempts + 1,
                           max_attempts=c.retry_policy.max_attempts,
                           last_error=result.last_error)
-        send_later(FLUSH_TASK, {"key": key.encode(), "batch_id": batch.batch_id,
+        send_later(FLUSH_SUBSCRIPTIONS, {"key": key.encode(), "batch_id": batch.batch_id,
                                 "attempts": result.attempts, "first_attempt_at": first},
                    result.delay, waiting=waiting)
         return "retrying"
